@@ -1,0 +1,3 @@
+from realtalk_cli.cli import main
+
+main()

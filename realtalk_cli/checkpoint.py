@@ -1,0 +1,62 @@
+"""Checkpoint directories: `config.json` plus one `<name>.safetensors` per tensor group.
+
+A checkpoint holds everything needed to run a model without the data it was trained on: the model
+config, its weights, the face model basis and the audio front-end settings. Nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from realtalk_cli.errors import RealtalkError
+from realtalk_cli.fsutil import atomic_dir
+
+CONFIG_NAME = "config.json"
+
+
+def save_checkpoint(directory: str | os.PathLike, config: dict, tensors: dict[str, dict[str, torch.Tensor]]) -> Path:
+    """Write `config` and each tensor group atomically: a reader never sees a half-written checkpoint."""
+    directory = Path(directory)
+    with atomic_dir(directory) as tmp:
+        (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True, default=_json_default))
+        for name, group in tensors.items():
+            flat = {k: v.detach().contiguous().cpu() for k, v in group.items()}
+            save_file(flat, str(tmp / f"{name}.safetensors"))
+    return directory
+
+
+def load_checkpoint(directory: str | os.PathLike, required: tuple[str, ...] = ()) -> tuple[dict, dict[str, dict[str, torch.Tensor]]]:
+    """Return (config, {group: tensors}); a clear error when the directory is not a checkpoint."""
+    directory = Path(directory)
+    cfg_path = directory / CONFIG_NAME
+    if not directory.is_dir():
+        raise RealtalkError("checkpoint directory not found", directory)
+    if not cfg_path.is_file():
+        raise RealtalkError(f"not a realtalk checkpoint (no {CONFIG_NAME})", directory)
+    try:
+        config = json.loads(cfg_path.read_text())
+    except json.JSONDecodeError as e:
+        raise RealtalkError(f"{CONFIG_NAME} is not valid JSON ({e.msg}, line {e.lineno})", cfg_path) from None
+    tensors = {}
+    for f in sorted(directory.glob("*.safetensors")):
+        try:
+            tensors[f.stem] = load_file(str(f))
+        except Exception as e:  # safetensors raises several types for a damaged file
+            raise RealtalkError(f"cannot read weights ({e})", f) from None
+    missing = [r for r in required if r not in tensors]
+    if missing:
+        raise RealtalkError(f"checkpoint lacks {', '.join(m + '.safetensors' for m in missing)}", directory)
+    return config, tensors
+
+
+def _json_default(o):
+    if isinstance(o, Path):
+        return str(o)
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
