@@ -20,20 +20,25 @@ class VideoReader:
     source comes out evenly spaced and audio stays in sync: frame i is at time i / fps.
     """
 
-    def __init__(self, path: str | os.PathLike, fps: float | None = 25.0, info: MediaInfo | None = None):
+    def __init__(self, path: str | os.PathLike, fps: float | None = 25.0, info: MediaInfo | None = None,
+                 start: int = 0, stop: int | None = None):
+        """`start`/`stop` select output frames [start, stop) by index at `fps`, seeking instead of decoding
+        from the beginning; a range read yields exactly the frames a full read yields there."""
         self.info = info or probe(path)
         if not self.info.has_video:
             raise RealtalkError("file has no video stream", path)
         self.path = os.fspath(path)
         self.fps = float(fps) if fps else self.info.fps
         self.width, self.height = self.info.width, self.info.height
+        self.start, self.stop = int(start), stop
         self._proc: subprocess.Popen | None = None
         self._stderr = None
 
     @property
     def n_frames(self) -> int:
-        """Expected number of frames at the output rate."""
-        return int(round(self.info.duration * self.fps))
+        """Expected number of frames at the output rate (within the requested range)."""
+        total = int(round(self.info.duration * self.fps))
+        return max(0, min(total, self.stop if self.stop is not None else total) - self.start)
 
     def __len__(self) -> int:
         return self.n_frames
@@ -43,8 +48,15 @@ class VideoReader:
         # stderr goes to a file: a pipe nobody reads could fill up and stall ffmpeg
         self._stderr = tempfile.TemporaryFile()
         # always resample time: a source with dropped frames or a variable rate still gives frame i at i/fps
-        vf = f"fps={self.fps}"
-        cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-i", self.path,
+        vf, seek = f"fps={self.fps}", []
+        if self.start > 0 or self.stop is not None:
+            # keep absolute timestamps (from zero) so the fps grid is the same as in a full read, seek to
+            # a little before the range, and let trim cut frames by their time on that grid
+            t0 = max(0.0, (self.start - 0.5) / self.fps)
+            t1 = "" if self.stop is None else f":end={(self.stop - 0.5) / self.fps:.6f}"
+            vf += f",trim=start={t0:.6f}{t1}"
+            seek = ["-ss", f"{max(0.0, t0 - 2.0):.6f}", "-copyts", "-start_at_zero"]
+        cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", *seek, "-i", self.path,
                "-map", "0:v:0", "-vf", vf, "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
         self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._stderr, bufsize=0)
         nbytes = self.width * self.height * 3
@@ -57,7 +69,7 @@ class VideoReader:
                 count += 1
                 yield np.frombuffer(buf, np.uint8).reshape(self.height, self.width, 3)
             code = self._proc.wait()
-            if code != 0 or count == 0:
+            if code != 0 or (count == 0 and self.n_frames > 0):
                 self._stderr.seek(0)
                 msg = last_line(self._stderr.read()) if code != 0 else "no frames could be decoded"
                 raise RealtalkError(f"video decode failed after {count} frames: {msg}", self.path)
