@@ -1,0 +1,153 @@
+"""Audio features at 50 Hz, two per 25 fps video frame: built-in log-mel or HuBERT (transformers).
+
+Alignment rule (the same for both kinds): feature i describes the 20 ms hop interval of samples
+[320 i, 320 (i + 1)) at 16 kHz; its analysis window is centred on that interval (mel: a 640-sample
+Hann window from 320 i - 160; HuBERT: its 400-sample receptive field from 320 i - 40, obtained by
+padding 40 zero samples in front). Video frame t at 25 fps spans samples [640 t, 640 (t + 1)), so
+features 2t and 2t + 1 belong to frame t. Audio is zero-padded (or trimmed) at the end so that a
+clip of T frames gets exactly 2T features (`features_for_frames`).
+
+Long audio is processed in chunks: exact for mel (each feature only sees its own window); HuBERT
+chunks overlap by `context` seconds on each side, whose outputs are discarded, so attention sees
+enough surrounding speech while memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from realtalk_cli.errors import RealtalkError
+
+SAMPLE_RATE = 16000
+HOP = 320  # 20 ms: 50 features per second
+FEATURES_PER_FRAME = 2  # at 25 fps video
+DERIVED = ("dim", "rate_hz", "sample_rate")
+
+
+@dataclass
+class AudioFeatureConfig:
+    kind: str = "mel"  # "mel" (built in, no weights) or "hubert"
+    n_mels: int = 80
+    win: int = 640  # mel analysis window, samples (40 ms)
+    fmin: float = 0.0
+    fmax: float = 8000.0
+    hubert: str = ""  # hub id or local directory of a transformers HubertModel
+    layer: int = -1  # hidden state to use (0 = CNN features after projection, -1 = last layer)
+    normalize: bool | None = None  # zero-mean/unit-var input; None: as the model's preprocessor_config says
+    chunk_seconds: float = 30.0
+    context_seconds: float = 1.0  # HuBERT only
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "AudioFeatureConfig":
+        d = {k: v for k, v in d.items() if k not in DERIVED}  # as written by AudioFrontEnd.to_dict
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise RealtalkError(f"unknown audio feature settings: {', '.join(sorted(unknown))}")
+        return cls(**d)
+
+
+def mel_filterbank(n_mels: int, n_fft: int, sr: int, fmin: float, fmax: float) -> np.ndarray:
+    """Slaney-style triangular mel filters [n_mels, n_fft // 2 + 1], area-normalised (like librosa)."""
+    def hz_to_mel(f):
+        f = np.asarray(f, np.float64)
+        lin = f / (200.0 / 3)
+        return np.where(f >= 1000, 15 + np.log(np.maximum(f, 1e-10) / 1000) / (np.log(6.4) / 27), lin)
+
+    def mel_to_hz(m):
+        m = np.asarray(m, np.float64)
+        return np.where(m >= 15, 1000 * np.exp((np.log(6.4) / 27) * (m - 15)), m * 200.0 / 3)
+
+    freqs = np.linspace(0, sr / 2, n_fft // 2 + 1)
+    edges = mel_to_hz(np.linspace(hz_to_mel(fmin), hz_to_mel(fmax), n_mels + 2))
+    lower = (freqs[None] - edges[:-2, None]) / (edges[1:-1] - edges[:-2])[:, None]
+    upper = (edges[2:, None] - freqs[None]) / (edges[2:] - edges[1:-1])[:, None]
+    fb = np.maximum(0, np.minimum(lower, upper)) * (2.0 / (edges[2:] - edges[:-2]))[:, None]
+    return fb.astype(np.float32)
+
+
+class AudioFrontEnd:
+    """wav (float32, 16 kHz, mono) -> features [n, dim] at 50 Hz; see the module docstring."""
+
+    def __init__(self, config: AudioFeatureConfig | dict | None = None, device: str | torch.device = "cpu"):
+        config = config or AudioFeatureConfig()
+        self.config = AudioFeatureConfig.from_dict(config) if isinstance(config, dict) else config
+        self.device = torch.device(device)
+        c = self.config
+        if c.kind == "mel":
+            self.left_pad, self.extra = (c.win - HOP) // 2, c.win - HOP
+            self.context = 0
+            self._fb = torch.from_numpy(mel_filterbank(c.n_mels, c.win, SAMPLE_RATE, c.fmin, c.fmax)).to(self.device)
+            self._window = torch.hann_window(c.win, periodic=True, device=self.device)
+            self.dim = c.n_mels
+        elif c.kind == "hubert":
+            self._load_hubert()
+        else:
+            raise RealtalkError(f"unknown audio features {c.kind!r} (expected mel or hubert)")
+
+    def _load_hubert(self) -> None:
+        from transformers import HubertModel
+
+        c = self.config
+        if not c.hubert:
+            raise RealtalkError("hubert features need a model: a hub id or a local directory (--hubert)")
+        try:
+            self._model = HubertModel.from_pretrained(c.hubert).to(self.device).eval()
+        except (OSError, ValueError) as e:
+            raise RealtalkError(f"cannot load HuBERT model ({str(e).splitlines()[0]})", c.hubert) from None
+        n_layers = self._model.config.num_hidden_layers
+        if not -(n_layers + 1) <= c.layer <= n_layers:
+            raise RealtalkError(f"HuBERT layer {c.layer} out of range (model has {n_layers} layers)")
+        if c.normalize is None:  # large models are trained on normalised input; the preprocessor says so
+            pre = Path(c.hubert) / "preprocessor_config.json"
+            c.normalize = bool(json.loads(pre.read_text()).get("do_normalize", False)) if pre.is_file() else False
+        # receptive field 400 samples at stride 320: pad 40 in front to centre it on each hop interval
+        self.left_pad, self.extra = 40, 80
+        self.context = int(round(c.context_seconds * SAMPLE_RATE / HOP))
+        self.dim = self._model.config.hidden_size
+
+    def __call__(self, wav: np.ndarray, n: int | None = None) -> np.ndarray:
+        """Features [n, dim]; n defaults to ceil(len(wav) / 320) (every started hop interval)."""
+        wav = np.asarray(wav, np.float32).reshape(-1)
+        n = math.ceil(len(wav) / HOP) if n is None else int(n)
+        if n <= 0:
+            return np.zeros((0, self.dim), np.float32)
+        if self.config.kind == "hubert" and self.config.normalize:
+            wav = (wav - wav.mean()) / np.sqrt(wav.var() + 1e-7)
+        # padded so that feature i reads padded[HOP * i : HOP * i + HOP + extra]
+        padded = np.zeros(HOP * n + self.extra, np.float32)
+        body = wav[: len(padded) - self.left_pad]
+        padded[self.left_pad:self.left_pad + len(body)] = body
+        chunk = max(1, int(self.config.chunk_seconds * SAMPLE_RATE / HOP))
+        out = []
+        for i0 in range(0, n, chunk):
+            i1 = min(n, i0 + chunk)
+            c0, c1 = max(0, i0 - self.context), min(n, i1 + self.context)
+            feats = self._features(torch.from_numpy(padded[HOP * c0:HOP * c1 + self.extra]).to(self.device))
+            out.append(feats[i0 - c0:i1 - c0])
+        return np.concatenate(out).astype(np.float32)
+
+    @torch.no_grad()
+    def _features(self, segment: torch.Tensor) -> np.ndarray:
+        """Exactly len(segment - extra) / HOP features of one padded segment."""
+        if self.config.kind == "mel":
+            spec = torch.stft(segment, n_fft=self.config.win, hop_length=HOP, window=self._window,
+                              center=False, return_complex=True)
+            power = spec.abs().pow(2)  # [freq, frames]
+            return torch.log(self._fb @ power + 1e-6).T.cpu().numpy()
+        hidden = self._model(segment[None], output_hidden_states=True).hidden_states[self.config.layer]
+        return hidden[0].float().cpu().numpy()
+
+    def features_for_frames(self, wav: np.ndarray, n_frames: int, fps: float = 25.0) -> np.ndarray:
+        """Exactly 2 * n_frames features for a 25 fps clip: rows 2t and 2t + 1 belong to frame t."""
+        if abs(fps - 25.0) > 1e-3:
+            raise RealtalkError(f"audio features are aligned to 25 fps video, got {fps} fps (resample the video)")
+        return self(wav, FEATURES_PER_FRAME * n_frames)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self.config), "dim": self.dim, "rate_hz": SAMPLE_RATE / HOP, "sample_rate": SAMPLE_RATE}
