@@ -74,9 +74,28 @@ def preprocess(
 def train(
     stage: str = typer.Option(..., "--stage", help="a2e (audio-to-expression) or e2f (expression-to-face)."),
     data: Path = typer.Option(..., "--data", help="Dataset directory written by `realtalk preprocess`."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run directory: config, metrics, checkpoints/step_N."),
+    config: Optional[Path] = typer.Option(None, "--config", help="JSON config overriding the paper defaults (see models/configs/)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Total optimizer steps (a resumed run may extend it)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Batch size per process."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its newest checkpoint."),
+    val_every: Optional[int] = typer.Option(None, "--val-every", help="Validate every N steps (0: only at the end)."),
+    ckpt_every: Optional[int] = typer.Option(None, "--ckpt-every", help="Write a checkpoint every N steps (0: only at the end)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (weights, batches, dropout)."),
+    split_frames: Optional[float] = typer.Option(None, "--split-frames", help="Split inside every clip: this fraction of its first frames trains, the rest is held out (default: the dataset's clip split)."),
+    amp: Optional[str] = typer.Option(None, "--amp", help="Mixed precision on CUDA: auto, bf16, fp16 or off."),
 ):
-    """Train the audio-to-expression transformer or the expression-to-face renderer."""
-    raise NotImplementedYet("realtalk train")
+    """Train the audio-to-expression transformer or the expression-to-face renderer (torchrun for multi-GPU)."""
+    from realtalk_cli.train.run import train as run_train
+
+    overrides = {
+        "trainer": {"steps": steps, "val_every": val_every, "ckpt_every": ckpt_every, "seed": seed, "amp": amp},
+        "task": {"batch_size": batch_size, "lr": lr, "split_frames": split_frames},
+    }
+    final = run_train(stage, data, out, config=config, overrides=overrides, resume=resume, device=OPTIONS.device)
+    if not OPTIONS.quiet:
+        typer.echo(f"checkpoint: {final}")
 
 
 @app.command(epilog="Example:  realtalk dub video.mp4 speech.wav -o out.mp4 --adapt")

@@ -1,0 +1,1 @@
+"""Inference pipelines: networks + I/O glue for each job."""

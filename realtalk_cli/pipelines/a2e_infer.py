@@ -1,0 +1,132 @@
+"""Audio features -> expression coefficients for any number of frames, with the a2e transformer.
+
+Windows. The network sees T frames (2T audio features) at a time. Windows start every H = T/2
+frames; the last one is moved back to end exactly at the last frame, and audio shorter than one
+window is zero-padded with its padding masked out inside the network.
+
+Blending (no seam). Each window's predictions are weighted by a Hann window
+w(t) = sin^2(pi (t + 0.5) / T), t = 0..T-1, and the overlapping predictions are averaged with these
+weights. With 50% overlap the weights of two neighbouring windows sum to one, so inside the sequence
+this is a pure cross-fade: a window's weight at its own border frame is sin^2(pi / 2T) (1% for T=16),
+so where two windows disagree by d the output steps by at most ~0.01 d at a border instead of d.
+Frames covered by a single window (the first and last H of the sequence) take that window's output.
+
+History. The N historical expressions are drawn once per call, at random (seeded) from the valid
+tracked expressions of the source video, and shared by every window.
+
+Streaming latency. Audio arriving in chunks can be dubbed in blocks of H frames: frames
+[kH, kH + H) are final once the window starting at kH has run, which needs audio up to the end of
+frame kH + T - 1. The first frame of a block therefore waits T frames of audio:
+T / 25 fps = 640 ms for the paper's T = 16, plus the audio front end's look-ahead (half an analysis
+window) and one window of compute (docs/experiments/a2e.md lists the compute time on this CPU).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from realtalk_cli.checkpoint import load_checkpoint
+from realtalk_cli.errors import RealtalkError
+from realtalk_cli.nets.a2e import A2EConfig, A2ETransformer
+
+
+def window_starts(n_frames: int, win: int, hop: int) -> list[int]:
+    """First frames of the windows covering [0, n_frames); the last window ends at n_frames."""
+    if n_frames <= win:
+        return [0]
+    starts = list(range(0, n_frames - win + 1, hop))
+    if starts[-1] != n_frames - win:
+        starts.append(n_frames - win)
+    return starts
+
+
+def window_weights(win: int) -> np.ndarray:
+    t = np.arange(win)
+    return np.sin(math.pi * (t + 0.5) / win) ** 2
+
+
+def blend_windows(preds: np.ndarray, starts: list[int], n_frames: int) -> np.ndarray:
+    """Weighted overlap-add of per-window predictions [K, T, C] into one sequence [n_frames, C]."""
+    K, win, C = preds.shape
+    w = window_weights(win)
+    length = max(n_frames, win)  # audio shorter than a window: one padded window
+    out, norm = np.zeros((length, C)), np.zeros(length)
+    for k, s in enumerate(starts):
+        out[s : s + win] += w[:, None] * preds[k]
+        norm[s : s + win] += w
+    return (out / norm[:, None])[:n_frames]
+
+
+def history_indices(valid: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """N frame indices drawn at random among the valid ones (without replacement when possible)."""
+    idx = np.flatnonzero(valid)
+    if len(idx) == 0:
+        raise RealtalkError("no valid tracked frame to take historical expressions from")
+    return np.sort(rng.choice(idx, size=n, replace=len(idx) < n))
+
+
+def sample_history(betas: np.ndarray, valid: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """N expressions of the speaker [n, n_exp], drawn from the valid frames of the source video."""
+    return betas[history_indices(valid, n, rng)]
+
+
+@torch.no_grad()
+def predict_expressions(
+    model: A2ETransformer,
+    features: np.ndarray | torch.Tensor,  # [2 * n_frames, audio_dim]: features 2t, 2t+1 belong to frame t
+    shape: np.ndarray | torch.Tensor,  # [n_id] alpha of the source video's first frame
+    history: np.ndarray | torch.Tensor,  # [N, n_exp]
+    n_frames: int | None = None,  # default len(features) // 2; missing features are padded by repeating the last
+    hop: int | None = None,  # default T // 2 (the blending above assumes 50% overlap for a pure cross-fade)
+    batch_size: int = 64,
+) -> np.ndarray:  # [n_frames, n_exp]
+    cfg = model.cfg
+    T = cfg.n_frames
+    device = next(model.parameters()).device
+    feats = torch.as_tensor(np.asarray(features), dtype=torch.float32)
+    n = len(feats) // 2 if n_frames is None else int(n_frames)
+    if n <= 0 or len(feats) == 0:
+        raise RealtalkError("no audio features to predict expressions from")
+    need = 2 * max(n, T)
+    if len(feats) < need:  # tail padding; frames beyond n (short audio) are masked below
+        feats = torch.cat([feats, feats[-1:].expand(need - len(feats), -1)])
+    feats = feats[:need]
+    starts = window_starts(n, T, hop or max(1, T // 2))
+
+    shape_t = torch.as_tensor(np.asarray(shape), dtype=torch.float32, device=device)[None]
+    hist_t = torch.as_tensor(np.asarray(history), dtype=torch.float32, device=device)[None]
+    frame_mask = (torch.arange(T) < n)[None].to(device)
+    was_training = model.training
+    model.eval()
+    preds = []
+    for i in range(0, len(starts), batch_size):
+        chunk = starts[i : i + batch_size]
+        audio = torch.stack([feats[2 * s : 2 * (s + T)] for s in chunk]).to(device)
+        B = len(chunk)
+        preds.append(model(audio, shape_t.expand(B, -1), hist_t.expand(B, -1, -1), frame_mask.expand(B, -1)).float().cpu())
+    model.train(was_training)
+    return blend_windows(torch.cat(preds).numpy(), starts, n)
+
+
+def load_a2e(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[A2ETransformer, dict]:
+    """Load an a2e checkpoint directory (or a run directory: its newest checkpoint).
+
+    Returns (model in eval mode, checkpoint config); the config holds "audio" (front-end settings)
+    and "face_model" (use FaceModel.load(path) for the basis the model was trained with).
+    """
+    from realtalk_cli.train.trainer import latest_checkpoint
+
+    path = Path(path)
+    if (path / "checkpoints").is_dir():  # a run directory
+        path = latest_checkpoint(path) or path
+    config, tensors = load_checkpoint(path, required=("a2e",))
+    if config.get("stage") != "a2e":
+        raise RealtalkError(f"not an a2e checkpoint (stage {config.get('stage')!r})", path)
+    model = A2ETransformer(A2EConfig.from_dict(config["model"]))
+    model.load_state_dict(tensors["a2e"])
+    return model.to(device).eval(), config

@@ -1,0 +1,256 @@
+"""Training task of the audio-to-expression transformer (plugs into train/trainer.py).
+
+A sample is a window of T consecutive valid frames of one clip: its 2T audio features, the clip's
+shape alpha (first frame), N historical expressions drawn at random from other valid frames of the
+same clip (paper: "randomly selected during training and inference"), and the tracked beta, rho.
+
+    loss = MSE(beta, beta_hat) + 0.1 * L_V                       paper eq. (3), (4)
+    MSE  = mean over frames of ||beta - beta_hat||^2
+    L_V  = mean over frames and mouth-region vertices of ||V(alpha, beta, rho) - V(alpha, beta_hat, rho)||^2
+           (posed vertices, crop pixels)
+
+Splits: by default the dataset's own clip split (manifest). `split_frames = f > 0` splits inside
+every clip instead: the first f of its frames train, the rest are held out (single-video
+experiments). Held-out frames are predicted with pipelines/a2e_infer.py exactly as at inference,
+with the history drawn from the training frames of the same clip.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from realtalk_cli.data.dataset import Dataset
+from realtalk_cli.errors import RealtalkError, UsageError
+from realtalk_cli.nets.a2e import A2EConfig, A2ETransformer
+from realtalk_cli.pipelines.a2e_infer import history_indices, predict_expressions, sample_history
+from realtalk_cli.train.trainer import Task, TrainerConfig, unwrap
+
+
+@dataclass
+class A2ETaskConfig:
+    batch_size: int = 64  # per rank (paper: 64 x 8 GPUs)
+    lr: float = 5e-5
+    betas: tuple[float, float] = (0.95, 0.999)
+    weight_decay: float = 0.0
+    vertex_weight: float = 0.1
+    split_frames: float = 0.0  # 0: the dataset's clip split; f in (0, 1): first f of every clip trains
+    history_seed: int = 0  # seed of the held-out history draw (validation is deterministic)
+
+
+def default_config() -> dict:
+    """The paper's configuration; JSON config files override parts of it."""
+    return {
+        "stage": "a2e",
+        "model": A2EConfig().to_dict(),
+        "task": asdict(A2ETaskConfig()),
+        "trainer": asdict(TrainerConfig(steps=200_000, val_every=2000, ckpt_every=10_000, log_every=50)),
+    }
+
+
+@dataclass
+class ClipArrays:
+    """One clip's arrays and the frame ranges [lo, hi) it contributes to training and validation."""
+
+    name: str
+    alpha: np.ndarray  # [n_id]
+    beta: np.ndarray  # [n, n_exp]
+    rho: np.ndarray  # [n, n_pose]
+    features: np.ndarray  # [2n, F]
+    valid: np.ndarray  # bool [n]
+    train: tuple[int, int] | None
+    val: tuple[int, int] | None
+
+
+def load_clips(ds: Dataset, split_frames: float) -> list[ClipArrays]:
+    if split_frames:
+        if not 0.0 < split_frames < 1.0:
+            raise UsageError(f"split_frames must be in (0, 1), got {split_frames}")
+        chosen = [(c, "within") for c in ds.clips()]
+    else:
+        chosen = [(c, "train") for c in ds.clips("train")] + [(c, "val") for c in ds.clips("val")]
+    out = []
+    for clip, role in chosen:
+        if not clip.has_coeffs:
+            continue
+        co, n = clip.coeffs(), clip.n_frames
+        cut = int(round(split_frames * n))
+        ranges = {"within": ((0, cut), (cut, n)), "train": ((0, n), None), "val": (None, (0, n))}[role]
+        out.append(ClipArrays(clip.name, co["alpha"], co["beta"], co["rho"], clip.audio_features(),
+                              clip.valid(), *ranges))
+    return out
+
+
+def window_table(clips: list[ClipArrays], T: int) -> np.ndarray:
+    """[M, 2] (clip index, start) of every training window whose T frames are all valid."""
+    rows = []
+    for ci, c in enumerate(clips):
+        if c.train is None:
+            continue
+        lo, hi = c.train
+        ok = c.valid[lo:hi].astype(np.int64)
+        if len(ok) < T:
+            continue
+        full = np.convolve(ok, np.ones(T, np.int64), mode="valid") == T  # window fully valid
+        rows += [(ci, lo + s) for s in np.flatnonzero(full)]
+    return np.asarray(rows, np.int64).reshape(-1, 2)
+
+
+def pearson(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a - a.mean(), b - b.mean()
+    den = np.sqrt((a * a).sum() * (b * b).sum())
+    return float((a * b).sum() / den) if den > 0 else 0.0  # a constant prediction carries no signal
+
+
+@torch.no_grad()
+def expression_metrics(face, alpha: np.ndarray, beta_hat: np.ndarray, beta: np.ndarray, rho: np.ndarray) -> dict:
+    """Held-out metrics of one clip's predicted frames (valid frames only, selected by the caller).
+
+    exp_mse: paper eq. (3) (squared error summed over coefficients, mean over frames);
+    mouth_corr: Pearson correlation of the mouth opening (inner-lip vertex distance) over time;
+    mouth_mae: mean absolute mouth-opening error (crop pixels); vertex_mse: L_V on the mouth region.
+    """
+    dev = face.mean.device
+    t = lambda x: torch.as_tensor(np.asarray(x), dtype=torch.float32, device=dev)  # noqa: E731
+    a = t(alpha)[None].expand(len(beta), -1)
+    v_hat, v = face.vertices(a, t(beta_hat), t(rho)), face.vertices(a, t(beta), t(rho))
+    region = face.groups["mouth_region"].to(dev)
+    open_hat, open_true = face.mouth_opening(v_hat).cpu().numpy(), face.mouth_opening(v).cpu().numpy()
+    return {
+        "exp_mse": float(((beta_hat - beta) ** 2).sum(-1).mean()),
+        "vertex_mse": float(((v_hat[:, region] - v[:, region]) ** 2).sum(-1).mean()),
+        "mouth_corr": pearson(open_hat, open_true),
+        "mouth_mae": float(np.abs(open_hat - open_true).mean()),
+    }
+
+
+def average_metrics(per_clip: list[tuple[int, dict]]) -> dict[str, float]:
+    """Frame-weighted mean over clips (correlations are per clip: speakers differ in offset)."""
+    total = sum(n for n, _ in per_clip)
+    return {k: sum(n * m[k] for n, m in per_clip) / total for k in per_clip[0][1]} if total else {}
+
+
+class A2ETask(Task):
+    def __init__(self, data: str | Path, config: dict, device: torch.device):
+        super().__init__(config, device)
+        tc = config["task"]
+        unknown = set(tc) - {f.name for f in fields(A2ETaskConfig)}
+        if unknown:
+            raise UsageError(f"unknown a2e task config keys: {', '.join(sorted(unknown))}")
+        self.tc = A2ETaskConfig(**{**tc, "betas": tuple(tc.get("betas", (0.95, 0.999)))})
+        self.ds = Dataset.open(data)
+        self.face = self.ds.face_model.to(device).eval()
+        self.clips = load_clips(self.ds, self.tc.split_frames)
+        if not self.clips:
+            raise RealtalkError("dataset has no clips with coefficients", data)
+
+        # The data decides the input sizes; record them in the run config.
+        mc = {**config["model"], "audio_dim": int(self.clips[0].features.shape[1]),
+              "n_id": self.face.n_id, "n_exp": self.face.n_exp}
+        config["model"] = mc
+        self.model_cfg = A2EConfig.from_dict(mc)
+        T = self.model_cfg.n_frames
+        self.windows = window_table(self.clips, T)
+        if len(self.windows) == 0:
+            raise RealtalkError(f"no training window of {T} consecutive valid frames", data)
+
+        # All training arrays live on the device, concatenated; a batch is a gather.
+        self.offsets = np.cumsum([0] + [len(c.beta) for c in self.clips])
+        cat = lambda xs: torch.as_tensor(np.concatenate(xs), dtype=torch.float32, device=device)  # noqa: E731
+        self.features = cat([c.features for c in self.clips])
+        self.beta, self.rho = cat([c.beta for c in self.clips]), cat([c.rho for c in self.clips])
+        self.alpha = cat([c.alpha[None] for c in self.clips])
+        self.region = self.face.groups["mouth_region"].to(device)
+
+        model = A2ETransformer(self.model_cfg)
+        model.set_stats(*self._training_stats())
+        self.models = {"a2e": model.to(device)}
+
+    def _training_stats(self):
+        """(mean, std) of audio features, shapes and expressions over the training frames."""
+        feats, betas = [], []
+        for c in self.clips:
+            if c.train is not None:
+                lo, hi = c.train
+                keep = c.valid[lo:hi]
+                feats.append(c.features[2 * lo : 2 * hi].reshape(-1, 2, c.features.shape[1])[keep].reshape(-1, c.features.shape[1]))
+                betas.append(c.beta[lo:hi][keep])
+        f, b = (torch.as_tensor(np.concatenate(x), dtype=torch.float64) for x in (feats, betas))
+        alphas = torch.as_tensor(np.stack([c.alpha for c in self.clips if c.train is not None]), dtype=torch.float64)
+        # Few speakers: a per-dimension std of alpha is meaningless, so shapes share one scale.
+        shape_scale = alphas.pow(2).mean().sqrt().clamp_min(1e-6)
+        shape = (torch.zeros(alphas.shape[1], dtype=torch.float64), shape_scale.expand(alphas.shape[1]))
+        return (f.mean(0), f.std(0).clamp_min(1e-6)), shape, (b.mean(0), b.std(0).clamp_min(1e-6))
+
+    def optimizers(self):
+        params = self.models["a2e"].parameters()
+        return {"main": torch.optim.Adam(params, lr=self.tc.lr, betas=self.tc.betas, weight_decay=self.tc.weight_decay)}
+
+    def sample_batch(self, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        T, N, B = self.model_cfg.n_frames, self.model_cfg.n_history, self.tc.batch_size
+        rows = self.windows[rng.integers(len(self.windows), size=B)]
+        first = self.offsets[rows[:, 0]] + rows[:, 1]  # global index of each window's first frame
+        frames = first[:, None] + np.arange(T)
+        feats = 2 * first[:, None] + np.arange(2 * T)
+        history = np.empty((B, N), np.int64)
+        for b, (ci, start) in enumerate(rows):
+            c = self.clips[ci]
+            lo, hi = c.train
+            pool = c.valid.copy()
+            pool[:lo], pool[hi:], pool[start : start + T] = False, False, False  # never the target frames
+            history[b] = self.offsets[ci] + history_indices(pool if pool.any() else c.valid, N, rng)
+        idx = lambda a: torch.as_tensor(a, device=self.device)  # noqa: E731
+        return {
+            "audio": self.features[idx(feats)],
+            "alpha": self.alpha[idx(rows[:, 0])],
+            "history": self.beta[idx(history)],
+            "beta": self.beta[idx(frames)],
+            "rho": self.rho[idx(frames)],
+        }
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        pred = self.models["a2e"](batch["audio"], batch["alpha"], batch["history"]).float()
+        beta, rho = batch["beta"], batch["rho"]
+        mse = ((pred - beta) ** 2).sum(-1).mean()
+        B, T, _ = beta.shape
+        alpha = batch["alpha"][:, None].expand(-1, T, -1).reshape(B * T, -1)
+        v_hat = self.face.vertices(alpha, pred.reshape(B * T, -1), rho.reshape(B * T, -1))[:, self.region]
+        v = self.face.vertices(alpha, beta.reshape(B * T, -1), rho.reshape(B * T, -1))[:, self.region]
+        vertex = ((v_hat - v) ** 2).sum(-1).mean()
+        loss = mse + self.tc.vertex_weight * vertex
+        return loss, {"mse": mse.item(), "vertex": vertex.item()}
+
+    def predict_heldout(self, c: ClipArrays, features: np.ndarray | None = None) -> np.ndarray:
+        """beta_hat [hi - lo] for a clip's held-out range, as inference would produce it."""
+        lo, hi = c.val
+        pool = c.valid.copy()
+        if c.train is not None:  # history from the frames the model may see: the training part
+            pool[: c.train[0]], pool[c.train[1] :] = False, False
+        history = sample_history(c.beta, pool, self.model_cfg.n_history, np.random.default_rng(self.tc.history_seed))
+        feats = c.features if features is None else features
+        return predict_expressions(unwrap(self.models["a2e"]), feats[2 * lo : 2 * hi], c.alpha, history)
+
+    def validate(self) -> dict[str, float]:
+        per_clip = []
+        for c in self.clips:
+            if c.val is None or c.val[1] - c.val[0] < 2:
+                continue
+            lo, hi = c.val
+            keep = c.valid[lo:hi]
+            if keep.sum() < 2:
+                continue
+            pred = self.predict_heldout(c)
+            per_clip.append((int(keep.sum()), expression_metrics(self.face, c.alpha, pred[keep], c.beta[lo:hi][keep], c.rho[lo:hi][keep])))
+        return average_metrics(per_clip) if per_clip else {}
+
+    def checkpoint_extra(self):
+        face_cfg, face_tensors = self.face.to_checkpoint()
+        audio_cfg = self.ds.config.get("audio", {})
+        return {"face_model": face_cfg, "audio": audio_cfg}, {"face_model": face_tensors}
+
+
+def build_task(data: str | Path, config: dict, device: torch.device) -> A2ETask:
+    return A2ETask(data, config, device)

@@ -1,0 +1,89 @@
+"""`realtalk train`: build the run config, the stage's task and the trainer, then fit.
+
+A stage module (train/a2e_task.py, train/e2f_task.py) provides
+    default_config() -> dict            the paper configuration: {"stage", "model", "task", "trainer"}
+    build_task(data, config, device)    -> trainer.Task (it may complete config, e.g. input sizes)
+Config precedence: stage defaults < --config JSON (any subset, merged per section) < command-line
+options. A resumed run starts from the config.json its run directory recorded.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from realtalk_cli.device import resolve_device
+from realtalk_cli.errors import NotImplementedYet, UsageError
+from realtalk_cli.train.trainer import Trainer, TrainerConfig, init_distributed
+
+STAGES = {"a2e": "realtalk_cli.train.a2e_task", "e2f": "realtalk_cli.train.e2f_task"}
+
+
+def merge(base: dict, override: dict) -> dict:
+    """Recursive dict merge: override's leaves win."""
+    out = dict(base)
+    for k, v in override.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def read_config(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UsageError("config file not found", path) from None
+    except json.JSONDecodeError as e:
+        raise UsageError(f"config is not valid JSON ({e.msg}, line {e.lineno})", path) from None
+
+
+def stage_module(stage: str):
+    if stage not in STAGES:
+        raise UsageError(f"--stage {stage!r}: expected one of {', '.join(STAGES)}")
+    try:
+        return importlib.import_module(STAGES[stage])
+    except ModuleNotFoundError as e:
+        if e.name == STAGES[stage]:
+            raise NotImplementedYet(f"realtalk train --stage {stage}") from None
+        raise
+
+
+def train(
+    stage: str,
+    data: str | os.PathLike,
+    out: str | os.PathLike,
+    config: str | os.PathLike | None = None,
+    overrides: dict | None = None,  # {"trainer": {...}, "task": {...}, "model": {...}} from the command line
+    resume: bool = False,
+    device: str = "auto",
+) -> Path:
+    """Train one stage into run directory `out`; returns the final checkpoint directory."""
+    module = stage_module(stage)
+    out = Path(out)
+    data = Path(data)
+    if not data.is_dir():
+        raise UsageError("dataset directory not found", data)
+    if resume and (out / "config.json").is_file():
+        cfg = read_config(out / "config.json")
+        if config is not None:
+            raise UsageError("--config cannot change a run being resumed (its config.json is used)", out)
+        if cfg.get("stage") != stage:
+            raise UsageError(f"run directory holds a {cfg.get('stage')} run, not {stage}", out)
+    else:
+        cfg = module.default_config()
+        if config is not None:
+            cfg = merge(cfg, read_config(config))
+        cfg["stage"] = stage
+    cfg = merge(cfg, {k: {kk: vv for kk, vv in v.items() if vv is not None} for k, v in (overrides or {}).items()})
+    cfg["data"] = str(data)
+
+    dist = init_distributed()
+    dev = torch.device("cuda", dist.local_rank) if dist.world > 1 and torch.cuda.is_available() else resolve_device(device)
+    trainer_cfg = TrainerConfig.from_dict(cfg["trainer"])
+    torch.manual_seed(trainer_cfg.seed)  # same initial weights on every rank and every rerun
+    task = module.build_task(data, cfg, dev)
+    return Trainer(task, trainer_cfg, out, dist).fit(resume=resume)
