@@ -1,0 +1,199 @@
+"""`realtalk bench`: how fast is every stage, on this device, with each backend.
+
+Timings are medians over repeated runs after warm-up, with min and max as the spread; CUDA work is
+synchronised before the clock is read. Without a checkpoint the networks are the paper
+configuration with random weights: speed does not depend on the weights.
+"""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from realtalk_cli.device import device_name
+from realtalk_cli.nets.a2e import A2EConfig, A2ETransformer
+from realtalk_cli.nets.renderer import Renderer, RendererConfig
+
+# RealTalk paper, Table 7 and section 4.4: one V100, batch 1
+PAPER_V100 = {"a2e_ms": 2.3, "e2f_ms": 30.8, "total_ms": 33.1, "fps": 30.0}
+CUDA_BACKENDS = ("eager", "compile", "fp16", "bf16", "onnx")
+CPU_BACKENDS = ("eager", "onnx")  # torch.compile works on CPU too (`--backends eager,compile`) but compiles for minutes
+
+
+@dataclass
+class Row:
+    stage: str            # "a2e" | "renderer" | a dub stage
+    backend: str
+    batch: int
+    ms_median: float      # per call
+    ms_min: float
+    ms_max: float
+    frames_per_call: float
+
+    @property
+    def ms_per_frame(self) -> float:
+        return self.ms_median / self.frames_per_call
+
+    @property
+    def fps(self) -> float:
+        return 1000.0 / self.ms_per_frame if self.ms_per_frame > 0 else float("inf")
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "ms_per_frame": self.ms_per_frame, "fps": self.fps}
+
+
+def measure(fn, device: torch.device, warmup: int = 2, repeats: int = 5, max_seconds: float = 60.0) -> list[float]:
+    """Milliseconds per call; stops early (after at least two timed calls) past `max_seconds`."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for _ in range(warmup):
+        fn()
+    sync()
+    times, start = [], time.perf_counter()
+    while len(times) < repeats and (len(times) < 2 or time.perf_counter() - start < max_seconds):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append((time.perf_counter() - t0) * 1000)
+    return times
+
+
+def _row(stage, backend, batch, times, frames_per_call) -> Row:
+    return Row(stage, backend, batch, statistics.median(times), min(times), max(times), frames_per_call)
+
+
+def _runner(model: torch.nn.Module, example_fn, backend: str, device: torch.device, tmpdir: str, name: str):
+    """A callable taking the example tensors for `backend`, or None when the backend is unavailable here."""
+    model = model.to(device).eval()
+    if backend == "eager":
+        return lambda *x: model(*x)
+    if backend == "compile":
+        compiled = torch.compile(model)
+        return lambda *x: compiled(*x)
+    if backend in ("fp16", "bf16"):
+        if device.type != "cuda":
+            return None
+        dtype = torch.float16 if backend == "fp16" else torch.bfloat16
+
+        def run(*x):
+            with torch.autocast("cuda", dtype=dtype):
+                return model(*x)
+        return run
+    if backend == "onnx":
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            return None
+        from realtalk_cli.pipelines.export import OnnxModel, export_module
+
+        names = _input_names(name)
+        path = export_module(model.cpu(), example_fn(2), names, "out", f"{tmpdir}/{name}.onnx")
+        model.to(device)
+        runner = OnnxModel(path, device)
+        return lambda *x: runner(*x)
+    raise ValueError(f"unknown backend {backend!r}")
+
+
+def _input_names(name: str) -> tuple[str, ...]:
+    from realtalk_cli.pipelines.export import A2E_INPUTS, RENDERER_INPUTS
+
+    return A2E_INPUTS if name == "a2e" else RENDERER_INPUTS
+
+
+def bench_networks(a2e: A2ETransformer, renderer: Renderer, device: torch.device, batches=(1, 8, 32),
+                   backends=None, repeats: int = 5, max_seconds: float = 60.0, on_row=None) -> list[Row]:
+    """a2e per window (batch 1) and renderer per frame at each batch size, for each backend."""
+    import tempfile
+
+    from realtalk_cli.pipelines.export import a2e_example, renderer_example
+
+    backends = backends or (CUDA_BACKENDS if device.type == "cuda" else CPU_BACKENDS)
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory() as tmp, torch.inference_mode(False), torch.no_grad():
+        for backend in backends:
+            # a2e: one window of T frames; in dubbing windows overlap by half, so each yields T/2 new frames
+            run = _runner(a2e, lambda b: a2e_example(a2e.cfg, b), backend, device, tmp, "a2e")
+            if run is not None:
+                x = [t.to(device) for t in a2e_example(a2e.cfg, 1)]
+                rows.append(_row("a2e", backend, 1, measure(lambda: run(*x), device, repeats=repeats, max_seconds=max_seconds),
+                                 a2e.cfg.n_frames / 2))
+                on_row and on_row(rows[-1])
+            run = _runner(renderer, lambda b: renderer_example(renderer.cfg, b), backend, device, tmp, "renderer")
+            if run is None:
+                continue
+            for b in batches:
+                x = [t.to(device) for t in renderer_example(renderer.cfg, b)]
+                rows.append(_row("renderer", backend, b, measure(lambda: run(*x), device, repeats=repeats,
+                                                                 max_seconds=max_seconds), b))
+                on_row and on_row(rows[-1])
+    return rows
+
+
+def paper_networks(audio_dim: int = 80, coeff_dim: int = 80 + 64 + 6) -> tuple[A2ETransformer, Renderer]:
+    """The paper configuration with random weights (mel features, landmark face model dimensions)."""
+    a2e = A2ETransformer(A2EConfig(audio_dim=audio_dim))
+    renderer = Renderer(RendererConfig(coeff_dim=coeff_dim))
+    return a2e, renderer
+
+
+def environment(device: torch.device) -> dict:
+    import cv2
+
+    env = {"device": device_name(device), "torch": torch.__version__, "python": platform.python_version(),
+           "numpy": np.__version__, "opencv": cv2.__version__, "platform": platform.platform()}
+    try:
+        import onnxruntime
+
+        env["onnxruntime"] = onnxruntime.__version__
+    except ImportError:
+        env["onnxruntime"] = None
+    if device.type == "cuda":
+        env["cuda"] = torch.version.cuda
+    return env
+
+
+def run_bench(device: torch.device, a2e: A2ETransformer | None = None, renderer: Renderer | None = None,
+              batches=(1, 8, 32), backends=None, repeats: int = 5, max_seconds: float = 60.0,
+              e2e_seconds: float = 0.0, on_row=None) -> dict:
+    """Time the networks (paper config unless given) and, if `e2e_seconds` > 0, a whole dub."""
+    if a2e is None or renderer is None:
+        a2e, renderer = paper_networks()
+    rows = bench_networks(a2e, renderer, device, batches, backends, repeats, max_seconds, on_row)
+    result = {"environment": environment(device), "paper_v100": PAPER_V100,
+              "a2e_params_m": sum(p.numel() for p in a2e.parameters()) / 1e6,
+              "renderer_params_m": sum(p.numel() for p in renderer.parameters()) / 1e6,
+              "rows": [r.to_dict() for r in rows]}
+    if e2e_seconds > 0:
+        from realtalk_cli.pipelines.dub import bench_dub
+
+        result["dub"] = bench_dub(device, e2e_seconds)
+    return result
+
+
+def print_report(result: dict, console) -> None:
+    from rich.table import Table
+
+    paper = result["paper_v100"]
+    env = result["environment"]
+    t = Table(title=f"realtalk bench on {env['device']} (torch {env['torch']})")
+    for col in ("stage", "backend", "batch", "ms/call", "min-max", "ms/frame", "FPS", "V100 paper ms/frame"):
+        t.add_column(col, justify="left" if col in ("stage", "backend") else "right")
+    for r in result["rows"]:
+        ref = paper["a2e_ms"] if r["stage"] == "a2e" else paper["e2f_ms"] if r["stage"] == "renderer" else None
+        t.add_row(r["stage"], r["backend"], str(r["batch"]), f"{r['ms_median']:.1f}", f"{r['ms_min']:.1f}-{r['ms_max']:.1f}",
+                  f"{r['ms_per_frame']:.2f}", f"{r['fps']:.1f}", "" if ref is None else f"{ref}")
+    console.print(t)
+    console.print(f"parameters: a2e {result['a2e_params_m']:.2f} M, renderer {result['renderer_params_m']:.2f} M "
+                  f"(paper renderer 69.24 M); paper total {paper['total_ms']} ms/frame = {paper['fps']:.0f} FPS on a V100")
+    if "dub" in result:
+        d = result["dub"]
+        t = Table(title=f"end-to-end dub: {d['frames']} frames {d['width']}x{d['height']}, {d['fps']:.1f} frames/s overall")
+        for col in ("stage", "seconds", "ms/frame", "frames/s"):
+            t.add_column(col, justify="left" if col == "stage" else "right")
+        for stage, sec in d["stages"].items():
+            t.add_row(stage, f"{sec:.2f}", f"{1000 * sec / d['frames']:.2f}", f"{d['frames'] / sec:.1f}" if sec > 0 else "-")
+        console.print(t)
