@@ -36,14 +36,15 @@ def make_dataset(root: Path, n_frames: int = 96, seed: int = 0) -> Path:
                      torch.randn(N_ID, V, 3) * 0.5, torch.randn(N_EXP, V, 3), groups,
                      torch.tensor([[6, 7], [8, 9]]), crop_size=16)
     face.save(root / "face_model")
-    beta = np.cumsum(rng.normal(0, 0.3, (n_frames, N_EXP)), 0).astype(np.float32)
+    t = np.arange(n_frames)[:, None, None]  # smooth, stationary "expressions": sums of sines
+    beta = np.sin(t * rng.uniform(0.1, 0.8, (1, N_EXP, 3)) + rng.uniform(0, 6, (1, N_EXP, 3))).sum(-1).astype(np.float32)
     mix = rng.normal(size=(2, N_EXP, AUDIO_DIM))
     feats = np.stack([beta @ mix[0], beta @ mix[1]], 1).reshape(2 * n_frames, AUDIO_DIM)
     feats += rng.normal(0, 0.05, feats.shape)
     rho = np.zeros((n_frames, 6), np.float32)
     rho[:, 3:5] = 8.0
     valid = np.ones(n_frames, bool)
-    valid[40] = False  # windows across an untracked frame must not be trained on
+    valid[n_frames // 3] = False  # windows across an untracked frame must not be trained on
     write_clip(root, "clip0", (np.zeros((16, 16, 3), np.uint8) for _ in range(n_frames)),
                landmarks=np.zeros((n_frames, 478, 3)), transforms=np.zeros((n_frames, 2, 3)), valid=valid,
                audio=np.zeros(n_frames * 640, np.float32), features=feats, crop_size=16,
