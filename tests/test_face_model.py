@@ -23,9 +23,11 @@ def _clip(rng, n=30, identity=0.0, angles=(0, 0, 0), scale=20.0, centre=(32, 34)
     return pts.astype(np.float32), env
 
 
-def _model(rng, n_clips=3, n_exp=6):
-    clips = [_clip(rng, identity=0.1 * (i > 0))[0] for i in range(n_clips)]
-    return build_landmark_model(clips, crop_size=64, n_id=4, n_exp=n_exp), clips
+@pytest.fixture(scope="module")
+def model():
+    rng = np.random.default_rng(0)
+    clips = [_clip(rng, identity=0.1 * (i > 0))[0] for i in range(3)]
+    return build_landmark_model(clips, crop_size=64, n_id=4, n_exp=6)
 
 
 def test_mediapipe_rings_follow_mediapipe_edges():
@@ -56,8 +58,7 @@ def test_procrustes_recovers_similarity():
     assert np.isclose(s[0], 2.5) and np.allclose(rr[0], r) and np.allclose(t[0], [1.0, -2.0, 0.5])
 
 
-def test_build_model_dimensions_and_groups():
-    model, clips = _model(np.random.default_rng(0))
+def test_build_model_dimensions_and_groups(model):
     assert model.n_id == 2  # identity from 3 clip means: at most clips - 1 directions
     assert 1 <= model.n_exp <= 6 and model.n_pose == 6 and model.crop_size == 64
     for name in ("lips_outer", "lips_inner", "mouth", "jaw", "mask_contour", "mouth_region"):
@@ -69,9 +70,8 @@ def test_build_model_dimensions_and_groups():
     assert torch.allclose(exp @ exp.T, torch.eye(model.n_exp), atol=1e-4)  # orthonormal
 
 
-def test_fit_reproduces_landmarks_and_mouth_opening():
-    rng = np.random.default_rng(0)
-    model, _ = _model(rng)
+def test_fit_reproduces_landmarks_and_mouth_opening(model):
+    rng = np.random.default_rng(5)
     lm, env = _clip(rng, identity=0.1, angles=(0.05, 0.1, -0.05))
     fit = fit_landmarks(model, lm)
     # synthetic faces lie in the model span up to the new identity: well under a pixel
@@ -84,9 +84,8 @@ def test_fit_reproduces_landmarks_and_mouth_opening():
 
 
 @pytest.mark.parametrize("angles_deg", [(10, 0, 0), (0, 25, 0), (0, 0, -15), (-8, 20, 6)])
-def test_pose_recovered(angles_deg):
+def test_pose_recovered(model, angles_deg):
     rng = np.random.default_rng(2)
-    model, _ = _model(rng)
     lm, _ = _clip(rng, angles=np.radians(angles_deg), scale=18.0, centre=(30, 36))
     fit = fit_landmarks(model, lm)
     err = np.degrees(np.abs(fit.rho[:, :3] - np.radians(angles_deg))).max()
@@ -100,8 +99,7 @@ def test_pose_recovered(angles_deg):
     assert np.allclose(shifted.rho[:, 3:5] - fit.rho[:, 3:5], (5, -3), atol=1e-3)
 
 
-def test_vertices_are_differentiable():
-    model, _ = _model(np.random.default_rng(0))
+def test_vertices_are_differentiable(model):
     alpha = torch.zeros(2, model.n_id, requires_grad=True)
     beta = torch.zeros(2, model.n_exp, requires_grad=True)
     rho = torch.tensor([[0.0, 0.1, 0.0, 32, 32, 3.0]] * 2, requires_grad=True)
@@ -109,8 +107,7 @@ def test_vertices_are_differentiable():
     assert beta.grad.abs().sum() > 0 and rho.grad is not None
 
 
-def test_checkpoint_roundtrip(tmp_path):
-    model, _ = _model(np.random.default_rng(0))
+def test_checkpoint_roundtrip(model, tmp_path):
     model.save(tmp_path / "fm")
     loaded = FaceModel.load(tmp_path / "fm")
     assert loaded.fingerprint() == model.fingerprint()

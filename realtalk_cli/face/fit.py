@@ -58,13 +58,22 @@ def generalised_procrustes(clips: list[np.ndarray], iters: int = 3) -> np.ndarra
 
 
 def _pca(x: np.ndarray, k: int, rel_eps: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k principal directions of rows of x (already centred) with non-negligible variance."""
-    if len(x) == 0 or k == 0:
-        return np.zeros((0, x.shape[1]), np.float32), np.zeros(0, np.float32)
-    _, sv, vt = np.linalg.svd(x, full_matrices=False)
-    var = sv**2 / max(len(x), 1)
+    """Top-k principal directions [k, D] of rows of x [M, D] (already centred) with non-negligible
+    variance, and their variances. Eigen-decomposes the smaller Gram matrix (M or D square)."""
+    m, d = x.shape
+    if m == 0 or k == 0:
+        return np.zeros((0, d), np.float32), np.zeros(0, np.float32)
+    x = x.astype(np.float64)
+    if m >= d:
+        var, vecs = np.linalg.eigh(x.T @ x)
+        var, vecs = var[::-1], vecs[:, ::-1].T
+    else:
+        var, u = np.linalg.eigh(x @ x.T)
+        var, u = var[::-1], u[:, ::-1]
+        vecs = (u.T @ x) / np.sqrt(np.maximum(var, 1e-300))[:, None]
+    var = var / m
     keep = min(k, int((var > rel_eps * max(var[0], 1e-30)).sum()))
-    return vt[:keep].astype(np.float32), var[:keep].astype(np.float32)
+    return vecs[:keep].astype(np.float32), var[:keep].astype(np.float32)
 
 
 def landmark_groups(mean: np.ndarray) -> dict[str, torch.Tensor]:
@@ -126,8 +135,10 @@ def _lstsq(basis: np.ndarray, targets: np.ndarray, ridge: float) -> np.ndarray:
 
 
 def fit_landmarks(model: FaceModel, landmarks: np.ndarray, valid: np.ndarray | None = None,
-                  iters: int = 3, ridge: float = 1e-4) -> Fit:
+                  iters: int = 3, ridge: float = 1e-4, alpha: np.ndarray | None = None) -> Fit:
     """Fit one clip: alpha shared by all frames, beta and rho per frame, to [T, 478, 3] landmarks.
+
+    A given `alpha` is kept fixed, so a long video can be fitted chunk by chunk with one identity.
 
     Only the `landmark` kind fits from landmarks; `bfm` coefficients come from the regressor.
     """
@@ -141,7 +152,8 @@ def fit_landmarks(model: FaceModel, landmarks: np.ndarray, valid: np.ndarray | N
     ids = model.id_basis.numpy().reshape(model.n_id, -1)
     exps = model.exp_basis.numpy().reshape(model.n_exp, -1)
     model_shapes = np.broadcast_to(mean, lm.shape)
-    alpha = np.zeros(model.n_id, np.float32)
+    fixed = alpha is not None
+    alpha = np.zeros(model.n_id, np.float32) if alpha is None else np.asarray(alpha, np.float32)
     pose_points = model.groups["pose_points"].numpy()
     for _ in range(iters):
         s, r, t = procrustes(model_shapes, lm, pose_points)
@@ -149,8 +161,9 @@ def fit_landmarks(model: FaceModel, landmarks: np.ndarray, valid: np.ndarray | N
         flat = (shapes - mean).reshape(len(lm), -1)
         beta = _lstsq(exps, flat - alpha @ ids, ridge)
         # identity from valid frames only: interpolated frames must not bias the clip's shape
-        alpha = _lstsq(ids, (flat[valid] - beta[valid] @ exps).mean(0, keepdims=True), ridge)[0]
-        beta = _lstsq(exps, flat - alpha @ ids, ridge)
+        if not fixed:
+            alpha = _lstsq(ids, (flat[valid] - beta[valid] @ exps).mean(0, keepdims=True), ridge)[0]
+            beta = _lstsq(exps, flat - alpha @ ids, ridge)
         model_shapes = (mean.reshape(-1) + alpha @ ids + beta @ exps).reshape(lm.shape)
     s, r, t = procrustes(model_shapes, lm, pose_points)
     rho = np.concatenate([rotation_to_euler(r), t[:, :2], np.log(s)[:, None]], 1).astype(np.float32)

@@ -114,7 +114,7 @@ class FaceModel(nn.Module):
         depth = cam["distance"] - p[..., 2]
         s = self.crop_size / cam["image_size"]
         x = (cam["focal"] * p[..., 0] / depth + cam["center"]) * s
-        y = (cam["image_size"] - (cam["focal"] * p[..., 1] / depth + cam["center"])) * s
+        y = (cam["image_size"] - 1 - (cam["focal"] * p[..., 1] / depth + cam["center"])) * s  # image y points down
         return torch.stack([x, y, depth], -1)
 
     def vertices(self, alpha: torch.Tensor, beta: torch.Tensor, rho: torch.Tensor) -> torch.Tensor:
@@ -142,7 +142,7 @@ class FaceModel(nn.Module):
         tensors = {"mean": self.mean, "id_basis": self.id_basis, "exp_basis": self.exp_basis,
                    "opening_pairs": self.opening_pairs}
         tensors.update({f"group.{k}": v for k, v in self.groups.items()})
-        return config, {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+        return config, {k: v.detach().cpu().clone() for k, v in tensors.items()}  # no shared storage
 
     @classmethod
     def from_checkpoint(cls, config: dict, tensors: dict[str, torch.Tensor]) -> "FaceModel":
