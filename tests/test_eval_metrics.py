@@ -1,0 +1,122 @@
+"""Evaluation metrics on arrays: ideal values for identical inputs, monotonic degradation."""
+
+import cv2
+import numpy as np
+import pytest
+from skimage.data import astronaut
+from skimage.metrics import structural_similarity
+
+from realtalk_cli.eval import metrics as m
+
+
+@pytest.fixture(scope="module")
+def face():
+    return astronaut()[20:148, 150:278]  # the face, 128x128
+
+
+def noisy(img, sigma, seed=0):
+    return np.clip(img + np.random.default_rng(seed).normal(0, sigma, img.shape), 0, 255).astype(np.uint8)
+
+
+def test_identical_images_give_ideal_values(face):
+    assert m.psnr(face, face) == m.PSNR_CAP
+    assert m.ssim(face, face) == pytest.approx(1.0, abs=1e-12)
+    mask = np.zeros(face.shape[:2], bool)
+    mask[60:100, 40:90] = True
+    assert m.psnr(face, face, mask) == m.PSNR_CAP
+    assert m.ssim(face, face, mask) == pytest.approx(1.0, abs=1e-12)
+
+
+def test_ssim_matches_skimage(face):
+    other = noisy(face, 12)
+    ref = structural_similarity(face, other, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+                                data_range=255, channel_axis=2)
+    assert m.ssim(face, other) == pytest.approx(ref, abs=1e-9)
+
+
+@pytest.mark.parametrize("degrade", ["noise", "blur"])
+def test_metrics_degrade_monotonically(face, degrade):
+    levels = [2, 6, 15, 30] if degrade == "noise" else [1, 2, 4, 8]
+    make = (lambda s: noisy(face, s)) if degrade == "noise" else (lambda s: cv2.GaussianBlur(face, (0, 0), s))
+    mask = np.zeros(face.shape[:2], bool)
+    mask[70:120, 30:100] = True
+    for metric in (m.psnr, m.ssim):
+        whole = [metric(face, make(s)) for s in levels]
+        region = [metric(face, make(s), mask) for s in levels]
+        assert all(a > b for a, b in zip(whole, whole[1:])), (metric.__name__, whole)
+        assert all(a > b for a, b in zip(region, region[1:])), (metric.__name__, region)
+
+
+def test_masked_metrics_only_see_the_mask(face):
+    damaged = face.copy()
+    damaged[:40] = 0  # outside the mask
+    mask = np.zeros(face.shape[:2], bool)
+    mask[60:110, 30:100] = True
+    assert m.psnr(face, damaged, mask) == m.PSNR_CAP
+    assert m.ssim(face, damaged, mask) == pytest.approx(1.0)
+    assert m.psnr(face, damaged) < 20
+    assert np.isnan(m.psnr(face, damaged, np.zeros_like(mask)))
+
+
+def test_psnr_value():
+    a = np.zeros((16, 16, 3))
+    assert m.psnr(a, a + 255 / 10) == pytest.approx(20.0)  # MSE = (255/10)^2
+
+
+def test_polygon_mask():
+    square = m.polygon_mask(np.array([[10, 10], [30, 10], [30, 30], [10, 30]], float), (40, 40))
+    assert square[20, 20] and not square[5, 5]
+    assert abs(int(square.sum()) - 21 * 21) <= 21
+
+
+def test_landmark_metrics():
+    rng = np.random.default_rng(0)
+    lm = rng.uniform(0, 256, (10, 478, 2))
+    assert m.lmd(lm, lm) == 0 and m.lmd(lm, lm, m.MOUTH_POINTS) == 0
+    shifted = lm.copy()
+    shifted[:, m.MOUTH_POINTS] += [3.0, 4.0]  # 5 px on the mouth only
+    assert m.lmd(shifted, lm, m.MOUTH_POINTS) == pytest.approx(5.0)
+    assert m.lmd(shifted, lm) == pytest.approx(5.0 * len(m.MOUTH_POINTS) / 478)
+    errs = [m.lmd(lm + rng.normal(0, s, lm.shape), lm) for s in (0.5, 1, 2, 4)]
+    assert all(a < b for a, b in zip(errs, errs[1:]))
+    # jitter: a still face has none; noise on the rigid points raises it, mouth motion does not
+    still = np.repeat(lm[:1], 10, 0)
+    assert m.jitter(still) == 0
+    talking = still.copy()
+    talking[:, m.MOUTH_POINTS] += rng.normal(0, 3, (10, len(m.MOUTH_POINTS), 2))
+    assert m.jitter(talking) == 0
+    shaky = still + rng.normal(0, 1, still.shape)
+    assert m.jitter(shaky) > 1
+
+
+def test_mouth_opening_and_correlation():
+    from realtalk_cli.face import mediapipe_mesh as mesh
+
+    lm = np.zeros((5, 478, 2))
+    for up, low in mesh.OPENING_PAIRS:
+        lm[:, low, 1] = np.arange(5)
+    assert np.allclose(m.mouth_opening(lm), np.arange(5))
+    t = np.linspace(0, 6, 100)
+    assert m.correlation(np.sin(t), 3 * np.sin(t) + 1) == pytest.approx(1.0)
+    assert m.correlation(np.sin(t), -np.sin(t)) == pytest.approx(-1.0)
+    assert np.isnan(m.correlation(np.ones(10), np.arange(10)))
+    with_nan = np.sin(t)
+    with_nan[::7] = np.nan
+    assert m.correlation(with_nan, np.sin(t)) == pytest.approx(1.0)
+
+
+def test_silence_and_silent_lip_motion():
+    sr, fps = 16000, 25
+    env = np.r_[np.ones(20), np.zeros(15), np.ones(2), np.zeros(2), np.ones(11)]  # 50 frames
+    t = np.arange(len(env) * 640) / sr
+    audio = np.repeat(env, 640) * 0.5 * np.sin(2 * np.pi * 200 * t) + 1e-4 * np.random.default_rng(0).standard_normal(len(t))
+    rms = m.frame_rms(audio, len(env), sr, fps)
+    silent = m.silent_frames(rms)
+    assert silent[20:35].all() and not silent[:20].any()
+    assert not silent[37:39].any()  # a 2-frame pause is a gap between words, not silence
+    opening = np.where(env > 0, 5.0, 1.0)
+    still = m.silent_lip_motion(opening, silent)
+    assert still["motion"] == 0 and still["opening"] == 1.0
+    assert still["speech_opening"] == pytest.approx(opening[~silent].mean()) and still["silent_frames"] == 15
+    moving = opening + np.where(silent, np.random.default_rng(1).uniform(0, 3, len(env)), 0)
+    assert m.silent_lip_motion(moving, silent)["motion"] > 0.5
