@@ -65,9 +65,38 @@ def _global(
 def preprocess(
     inputs: list[Path] = typer.Argument(..., help="Video files or directories of videos."),
     out: Path = typer.Option(..., "--out", "-o", help="Dataset directory to create or resume."),
+    workers: int = typer.Option(1, "--workers", "-j", help="Videos processed in parallel (processes)."),
+    shard: Optional[str] = typer.Option(None, "--shard", help="i/n: process only share i of n (many machines); "
+                                        "then run once without --shard to fit and write the manifest."),
+    val_fraction: float = typer.Option(0.0, "--val-fraction", help="Share of videos held out for validation."),
+    val_list: Optional[str] = typer.Option(None, "--val-list", help="Validation videos: comma list of names or a file."),
+    face_model: str = typer.Option("landmark", "--face-model", help="landmark (learn by PCA), bfm, or a PATH to a "
+                                   "face model, checkpoint or dataset whose basis to reuse."),
+    n_id: int = typer.Option(80, "--n-id", help="Landmark model: identity dimensions (at most videos - 1)."),
+    n_exp: int = typer.Option(64, "--n-exp", help="Landmark model: expression dimensions."),
+    bfm: Optional[Path] = typer.Option(None, "--bfm", help="BFM_model_front.mat (with --face-model bfm)."),
+    d3dfr: Optional[Path] = typer.Option(None, "--d3dfr", help="Deep3DFaceRecon checkpoint (with --face-model bfm)."),
+    face_index: Optional[int] = typer.Option(None, "--face-index", help="Speaker: the i-th face from the left."),
+    bbox: Optional[str] = typer.Option(None, "--bbox", help="Speaker: the face in x0,y0,x1,y1 (source pixels)."),
+    crop_size: int = typer.Option(256, "--crop-size", help="Side of the square face crops, pixels."),
+    features: str = typer.Option("mel", "--features", help="Audio features: mel (built in) or hubert."),
+    hubert: Optional[str] = typer.Option(None, "--hubert", help="HuBERT model: local directory or hub id."),
+    hubert_layer: int = typer.Option(-1, "--hubert-layer", help="HuBERT hidden layer to use (-1: last)."),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="Try videos that failed before again."),
+    rebuild_face_model: bool = typer.Option(False, "--rebuild-face-model", help="Learn the landmark model anew."),
 ):
     """Track faces, fit 3DMM coefficients and compute audio features: build a training dataset."""
-    raise NotImplementedYet("realtalk preprocess")
+    from realtalk_cli.audio.features import AudioFeatureConfig
+    from realtalk_cli.face.align import AlignConfig
+    from realtalk_cli.face.tracker import TrackerConfig
+    from realtalk_cli.pipelines import preprocess as pp
+
+    config = pp.PreprocessConfig(
+        align=AlignConfig(crop_size=crop_size), tracker=TrackerConfig(face_index=face_index, bbox=pp.parse_bbox(bbox)),
+        features=AudioFeatureConfig(kind=features, hubert=hubert or "", layer=hubert_layer), face_model=face_model,
+        n_id=n_id, n_exp=n_exp, bfm=bfm and str(bfm), d3dfr=d3dfr and str(d3dfr), val_fraction=val_fraction,
+        val_list=pp.parse_val_list(val_list), rebuild_face_model=rebuild_face_model)
+    pp.run(inputs, out, config, workers, pp.parse_shard(shard), retry_failed)
 
 
 @app.command(epilog="Example:  realtalk train --stage a2e --data data/ --out models/a2e-run1")
@@ -98,31 +127,129 @@ def train(
         typer.echo(f"checkpoint: {final}")
 
 
-@app.command(epilog="Example:  realtalk dub video.mp4 speech.wav -o out.mp4 --adapt")
+@app.command(epilog="Example:  realtalk dub video.mp4 speech.wav -o out.mp4 --checkpoint models/run1")
 def dub(
-    video: Path = typer.Argument(..., help="Source video of one person talking."),
-    speech: Path = typer.Argument(..., help="New speech (wav, mp3, m4a, flac, or a video's audio)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output video (.mp4)."),
+    video: Optional[Path] = typer.Argument(None, help="Source video of one person talking."),
+    speech: Optional[Path] = typer.Argument(None, help="New speech: wav, mp3, m4a, flac, or any file with an audio track."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output video (.mp4): the dubbed video with the speech as its audio."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Model directory with a2e/ and e2f/ (from `realtalk train`)."),
+    jobs: Optional[Path] = typer.Option(None, "--jobs", help="Batch mode: CSV (video,speech,output) or JSON list of jobs; models load once."),
+    fps: str = typer.Option("25", "--fps", help="Output frame rate: a number, or 'source' to keep the video's rate."),
+    extend: str = typer.Option("pingpong", "--extend", help="Speech longer than the video: continue it by 'pingpong' or 'loop'. Shorter speech trims."),
+    face_index: Optional[int] = typer.Option(None, "--face-index", help="With several faces: dub the N-th from the left (0-based). Default: the largest."),
+    bbox: Optional[str] = typer.Option(None, "--bbox", help="With several faces: dub the one overlapping this box, 'x0,y0,x1,y1' in pixels."),
+    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Frames rendered at once."),
+    crf: int = typer.Option(18, "--crf", min=0, max=51, help="H.264 quality (lower is better and bigger)."),
+    preview: Optional[Path] = typer.Option(None, "--preview", help="Also write a side-by-side video: source | dubbed | mask overlay."),
+    backend: str = typer.Option("torch", "--backend", help="torch, or onnx (run `realtalk export` first; CUDA/TensorRT when present)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
+    seed: int = typer.Option(0, "--seed", help="Seed for picking the historical expressions from the source video."),
 ):
-    """Dub a video: re-sync the lower face to new speech (the main job)."""
-    raise NotImplementedYet("realtalk dub")
+    """Dub a video: re-sync the lips, jaw and lower face to new speech (the main job)."""
+    from realtalk_cli.device import resolve_device
+    from realtalk_cli.errors import UsageError
+    from realtalk_cli.pipelines import dub as d
+
+    if jobs is not None:
+        if video or speech or out:
+            raise UsageError("give either VIDEO SPEECH -o OUT or --jobs FILE, not both")
+        todo = d.read_jobs(jobs)
+    elif video is None or speech is None or out is None:
+        raise UsageError("dub needs VIDEO SPEECH -o OUT (or --jobs FILE)")
+    else:
+        todo = [(video, speech, out)]
+    if checkpoint is None:
+        raise UsageError("--checkpoint is required: a model directory with a2e/ and e2f/ (see `realtalk train --help`)")
+    box = None
+    if bbox is not None:
+        try:
+            box = tuple(float(v) for v in bbox.split(","))
+            assert len(box) == 4
+        except (ValueError, AssertionError):
+            raise UsageError(f"--bbox {bbox!r}: expected four numbers x0,y0,x1,y1") from None
+    try:
+        rate = None if fps == "source" else float(fps)
+        assert rate is None or rate > 0
+    except (ValueError, AssertionError):
+        raise UsageError(f"--fps {fps!r}: expected a positive number or 'source'") from None
+    from realtalk_cli.pipelines.timeline import EXTEND_MODES
+
+    if extend not in EXTEND_MODES:
+        raise UsageError(f"--extend {extend!r}: expected one of {', '.join(EXTEND_MODES)}")
+    if preview is not None and len(todo) > 1:
+        raise UsageError("--preview works with a single job")
+    for v, s, o in todo:
+        d.check_job(v, s, o, overwrite)
+    dubber = d.Dubber.from_pretrained(checkpoint, resolve_device(OPTIONS.device), backend)
+    for v, s, o in todo:
+        options = d.DubOptions(fps=rate, extend=extend, face_index=face_index, bbox=box, batch_size=batch_size,
+                               crf=crf, preview=preview, overwrite=overwrite, seed=seed)
+        result = dubber.dub(v, s, o, options)
+        if not OPTIONS.quiet:
+            d.print_summary(result)
 
 
-@app.command(epilog="Example:  realtalk bench --fps --json bench.json")
+@app.command(epilog="Example:  realtalk bench --fps --batches 1,8 --json bench.json")
 def bench(
     fps: bool = typer.Option(True, "--fps/--no-fps", help="Measure frames per second of every stage."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Model directory (a2e/ and e2f/); default: the paper configuration with random weights."),
+    batches: str = typer.Option("1,8,32", "--batches", help="Renderer batch sizes, comma-separated."),
+    backends: Optional[str] = typer.Option(None, "--backends", help="Comma-separated: eager, compile, fp16, bf16, onnx. Default: eager,onnx on CPU; all on CUDA."),
+    repeats: int = typer.Option(5, "--repeats", min=1, help="Timed runs per measurement (after 2 warm-up runs)."),
+    max_seconds: float = typer.Option(60.0, "--max-seconds", help="Stop repeating a measurement after this long (at least 2 runs)."),
+    e2e_seconds: float = typer.Option(4.0, "--e2e-seconds", help="Length of the generated clip for the end-to-end dub timing; 0 skips it."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the results as JSON here."),
 ):
     """Measure the speed of every stage on this device and backend."""
-    raise NotImplementedYet("realtalk bench")
+    import json
+
+    from realtalk_cli.device import resolve_device
+    from realtalk_cli.errors import UsageError
+    from realtalk_cli.pipelines import bench as b
+    from realtalk_cli.progress import console
+
+    if not fps:
+        raise UsageError("nothing to measure: bench currently measures speed only (--fps)")
+    try:
+        sizes = tuple(int(x) for x in batches.split(","))
+    except ValueError:
+        raise UsageError(f"--batches {batches!r}: expected comma-separated integers") from None
+    kinds = tuple(k.strip() for k in backends.split(",")) if backends else None
+    unknown = set(kinds or ()) - set(b.CUDA_BACKENDS)
+    if unknown:
+        raise UsageError(f"--backends: unknown {', '.join(sorted(unknown))} (choose from {', '.join(b.CUDA_BACKENDS)})")
+    device = resolve_device(OPTIONS.device)
+    a2e = renderer = None
+    if checkpoint is not None:
+        from realtalk_cli.pipelines.dub import load_models
+
+        a2e, e2f, _ = load_models(checkpoint, device)
+        renderer = e2f.renderer
+    result = b.run_bench(device, a2e, renderer, sizes, kinds, repeats, max_seconds, e2e_seconds,
+                         on_row=lambda r: console.print(f"  {r.stage} {r.backend} batch {r.batch}: {r.ms_per_frame:.2f} ms/frame"))
+    if json_out is not None:
+        from realtalk_cli.fsutil import atomic_file, check_output_path
+
+        with atomic_file(check_output_path(json_out)) as tmp:
+            tmp.write_text(json.dumps(result, indent=2))
+    from rich.console import Console
+
+    b.print_report(result, Console(width=None if sys.stdout.isatty() else 120))  # the result: stdout, even with --quiet
 
 
-@app.command(epilog="Example:  realtalk export --checkpoint models/run1 -o models/run1-onnx")
+@app.command(epilog="Example:  realtalk export --checkpoint models/run1   (writes models/run1/onnx/)")
 def export(
-    checkpoint: Path = typer.Option(..., "--checkpoint", help="Checkpoint directory."),
-    out: Path = typer.Option(..., "--out", "-o", help="Directory for the ONNX files."),
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="Model directory with a2e/ and e2f/."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Directory for a2e.onnx and renderer.onnx (default: CHECKPOINT/onnx, where `dub --backend onnx` looks)."),
 ):
-    """Export the a2e and renderer networks to ONNX, checked against PyTorch."""
-    raise NotImplementedYet("realtalk export")
+    """Export the a2e and renderer networks to ONNX (dynamic batch), checked against PyTorch."""
+    from realtalk_cli.pipelines.dub import load_models
+    from realtalk_cli.pipelines.export import TOLERANCE, export_pipeline
+
+    a2e, e2f, _ = load_models(checkpoint, "cpu")
+    report = export_pipeline(a2e, e2f.renderer, out or checkpoint / "onnx", {"checkpoint": str(checkpoint)})
+    for name, r in report.items():
+        typer.echo(f"{name}: {r['file']} ({r['size_mb']:.1f} MB), max abs difference to PyTorch {r['max_abs_diff']:.2e} (limit {TOLERANCE:g})")
 
 
 @app.command(name="eval", epilog="Example:  realtalk eval dubbed.mp4 --source video.mp4 --json metrics.json")

@@ -149,8 +149,8 @@ def fit_landmarks(model: FaceModel, landmarks: np.ndarray, valid: np.ndarray | N
     if not valid.any():
         raise RealtalkError("no valid frames to fit")
     mean = model.mean.numpy()
-    ids = model.id_basis.numpy().reshape(model.n_id, -1)
-    exps = model.exp_basis.numpy().reshape(model.n_exp, -1)
+    ids = model.id_basis.numpy().reshape(model.n_id, mean.size)  # -1 fails when n_id == 0 (one clip)
+    exps = model.exp_basis.numpy().reshape(model.n_exp, mean.size)
     model_shapes = np.broadcast_to(mean, lm.shape)
     fixed = alpha is not None
     alpha = np.zeros(model.n_id, np.float32) if alpha is None else np.asarray(alpha, np.float32)

@@ -168,10 +168,47 @@ def run_bench(device: torch.device, a2e: A2ETransformer | None = None, renderer:
               "renderer_params_m": sum(p.numel() for p in renderer.parameters()) / 1e6,
               "rows": [r.to_dict() for r in rows]}
     if e2e_seconds > 0:
-        from realtalk_cli.pipelines.dub import bench_dub
-
-        result["dub"] = bench_dub(device, e2e_seconds)
+        result["dub"] = bench_dub(device, e2e_seconds, a2e_cfg=a2e.cfg, renderer_cfg=renderer.cfg)
     return result
+
+
+def bench_dub(device: torch.device, seconds: float = 4.0, size: tuple[int, int] = (1280, 720),
+              a2e_cfg: A2EConfig | None = None, renderer_cfg: RendererConfig | None = None, batch_size: int = 8) -> dict:
+    """Dub a generated face clip end to end with random-weight networks; seconds per stage.
+
+    The face model is learned from the clip itself (the landmark model needs no weights); the
+    networks take the given configurations with input sizes set to that face model.
+    """
+    import dataclasses
+    import tempfile
+    from pathlib import Path
+
+    from realtalk_cli.face import align
+    from realtalk_cli.face.fit import build_landmark_model
+    from realtalk_cli.face.tracker import track_frames
+    from realtalk_cli.media import VideoReader
+    from realtalk_cli.media.synthetic import make_face_video
+    from realtalk_cli.nets.mask import MaskConfig
+    from realtalk_cli.pipelines.dub import DubOptions, Dubber
+    from realtalk_cli.pipelines.e2f_infer import E2FModel
+
+    a2e_cfg = a2e_cfg or A2EConfig(audio_dim=80)
+    renderer_cfg = renderer_cfg or RendererConfig()
+    with tempfile.TemporaryDirectory() as tmp:
+        clip = make_face_video(Path(tmp) / "clip.mp4", seconds, size)
+        track = track_frames(VideoReader(clip))
+        transforms = align.crop_transforms(track.landmarks, track.found)
+        face = build_landmark_model([align.transform_points(track.landmarks[track.found], transforms[track.found])], 256)
+        a2e = A2ETransformer(dataclasses.replace(a2e_cfg, n_id=face.n_id, n_exp=face.n_exp))
+        renderer = Renderer(dataclasses.replace(renderer_cfg, coeff_dim=face.n_id + face.n_exp + face.n_pose))
+        e2f = E2FModel(renderer.to(device).eval(), face.to(device), MaskConfig())
+        dubber = Dubber(a2e.to(device).eval(), e2f, {"audio": {"kind": "mel"}}, device)
+        result = dubber.dub(clip, clip, Path(tmp) / "out.mp4", DubOptions(batch_size=batch_size))
+    out = result.to_dict()
+    out.pop("output")
+    out["video_fps"] = out.pop("fps")
+    out["fps"] = out.pop("frames_per_second")
+    return out
 
 
 def print_report(result: dict, console) -> None:

@@ -1,0 +1,434 @@
+"""`realtalk dub`: re-sync the lower face of a video to new speech, streamed end to end.
+
+    pass 1  decode -> track -> crop transforms -> face-model fit          (source frames, once)
+            speech -> audio features -> a2e (history from the source)    (beta_hat per output frame)
+    pass 2  source frames in output order (trim / loop / pingpong)
+            -> crop -> mask from V(alpha, beta_hat, rho) -> renderer (batched) -> paste back -> encode
+    mux     the speech becomes the audio track; the output appears only when complete
+
+Memory does not grow with video length: frames are streamed, per-frame state is a few hundred
+bytes (transform, coefficients), and pass 1's landmarks are spilled to a temporary file on disk.
+
+A model directory holds `a2e/` and `e2f/`, each a checkpoint directory or a training run directory
+(its newest checkpoint is used), and optionally `onnx/` from `realtalk export`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from realtalk_cli.audio.features import AudioFrontEnd
+from realtalk_cli.errors import RealtalkError, UsageError
+from realtalk_cli.face import align
+from realtalk_cli.face.fit import fit_landmarks
+from realtalk_cli.face.model import FaceModel
+from realtalk_cli.face.tracker import FaceTracker, TrackerConfig
+from realtalk_cli.fsutil import atomic_file, check_output_path
+from realtalk_cli.media import VideoReader, VideoWriter, load_audio, mux, probe
+from realtalk_cli.pipelines.a2e_infer import load_a2e, predict_expressions, sample_history
+from realtalk_cli.pipelines.e2f_infer import E2FModel, face_masks, load_renderer, render
+from realtalk_cli.pipelines.timeline import extend_indices, frames_in_order
+from realtalk_cli.progress import console, progress
+
+FIT_CHUNK = 500  # frames fitted at once: bounds memory for any video length
+
+
+@dataclass
+class DubOptions:
+    fps: float | None = 25.0          # output frame rate; None keeps the source's
+    extend: str = "pingpong"          # speech longer than the video: "pingpong" or "loop"
+    face_index: int | None = None     # which face, left to right, when several are visible
+    bbox: tuple[float, float, float, float] | None = None  # or the face overlapping this box (x0, y0, x1, y1)
+    batch_size: int = 8               # renderer batch
+    crf: int = 18
+    preview: Path | None = None       # side-by-side source | dubbed | mask video
+    overwrite: bool = False
+    seed: int = 0                     # history sampling
+    feather: float = 0.04             # paste-back edge softness, as a fraction of the crop side
+
+
+@dataclass
+class SourceTrack:
+    """What pass 1 learns about the source video; small arrays only."""
+
+    n_frames: int
+    width: int
+    height: int
+    found: np.ndarray          # [T] bool
+    transforms: np.ndarray     # [T, 2, 3] source -> face-model crop
+    alpha: np.ndarray          # [n_id]
+    beta: np.ndarray           # [T, n_exp]
+    rho: np.ndarray            # [T, n_pose]
+    fit_error: float           # mean keypoint error in crop pixels over found frames
+    reference: int             # index of the reference frame (first frame with a face)
+
+
+@dataclass
+class DubResult:
+    output: Path
+    frames: int
+    source_frames: int
+    faces_missing: int
+    width: int
+    height: int
+    fps: float
+    duration: float
+    stages: dict[str, float] = field(default_factory=dict)   # seconds per stage
+
+    @property
+    def seconds(self) -> float:
+        return sum(self.stages.values())
+
+    def to_dict(self) -> dict:
+        return {"output": str(self.output), "frames": self.frames, "source_frames": self.source_frames,
+                "faces_missing": self.faces_missing, "width": self.width, "height": self.height, "fps": self.fps,
+                "duration": self.duration, "stages": self.stages, "seconds": self.seconds,
+                "frames_per_second": self.frames / self.seconds if self.seconds else None}
+
+
+class _Clock:
+    """Accumulates wall time per stage: `with clock("render"): ...`."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    def __call__(self, stage: str):
+        clock = self
+
+        class _Span:
+            def __enter__(self):
+                self.t = time.perf_counter()
+
+            def __exit__(self, *exc):
+                clock.seconds[stage] += time.perf_counter() - self.t
+
+        return _Span()
+
+
+def resolve_run(path: Path) -> Path:
+    """A training run directory -> its newest checkpoint; a checkpoint directory stays as it is."""
+    from realtalk_cli.train.trainer import latest_checkpoint
+
+    if (path / "checkpoints").is_dir():
+        return latest_checkpoint(path) or path
+    return path
+
+
+def load_models(model_dir: str | os.PathLike, device: torch.device, backend: str = "torch"):
+    """(a2e, e2f, a2e config) from a model directory with `a2e/` and `e2f/` inside."""
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise RealtalkError("model directory not found", model_dir)
+    for part in ("a2e", "e2f"):
+        if not (model_dir / part).is_dir():
+            raise RealtalkError(f"not a realtalk model directory (no {part}/ inside; train it with "
+                                f"`realtalk train --stage {part} --out {model_dir / part}`)", model_dir)
+    a2e, a2e_config = load_a2e(model_dir / "a2e", device)
+    e2f = load_renderer(resolve_run(model_dir / "e2f"), device)
+    if e2f.face.fingerprint() != FaceModel.from_checkpoint(a2e_config["face_model"], _face_tensors(model_dir / "a2e")).fingerprint():
+        raise RealtalkError("a2e and e2f were trained with different face models; train both on one dataset", model_dir)
+    if backend == "onnx":
+        from realtalk_cli.pipelines.export import OnnxModel
+
+        onnx_dir = model_dir / "onnx"
+        a2e = _OnnxA2E(OnnxModel(onnx_dir / "a2e.onnx", device), a2e.cfg)
+        e2f = E2FModel(_OnnxRenderer(OnnxModel(onnx_dir / "renderer.onnx", device), e2f.renderer.cfg), e2f.face, e2f.mask)
+    elif backend != "torch":
+        raise UsageError(f"--backend {backend!r}: expected torch or onnx")
+    return a2e, e2f, a2e_config
+
+
+def _face_tensors(a2e_dir: Path) -> dict:
+    from realtalk_cli.checkpoint import load_checkpoint
+
+    return load_checkpoint(resolve_run(a2e_dir))[1]["face_model"]
+
+
+class _OnnxA2E:
+    """An exported a2e graph behind the module interface that a2e inference uses."""
+
+    def __init__(self, runner, cfg):
+        self.runner, self.cfg, self.training = runner, cfg, False
+
+    def __call__(self, *x):
+        return self.runner(*x)
+
+    def parameters(self):
+        yield torch.empty(0)  # inputs are prepared on the CPU; onnxruntime moves them itself
+
+    def eval(self):
+        return self
+
+    def train(self, mode: bool = True):
+        return self
+
+
+class _OnnxRenderer(_OnnxA2E):
+    pass
+
+
+class Dubber:
+    """Loaded models, reused across dubbing jobs (batch mode loads them once)."""
+
+    def __init__(self, a2e, e2f: E2FModel, a2e_config: dict, device: torch.device):
+        self.a2e, self.e2f, self.device = a2e, e2f, device
+        self.face: FaceModel = e2f.face
+        self.fit_face = copy.deepcopy(e2f.face).cpu()  # the fit runs in numpy
+        self.audio = AudioFrontEnd(a2e_config["audio"], device=device)
+        self.align_config = align.AlignConfig(**a2e_config.get("align", {"crop_size": self.face.crop_size}))
+
+    @classmethod
+    def from_pretrained(cls, model_dir: str | os.PathLike, device: torch.device | str = "cpu", backend: str = "torch") -> "Dubber":
+        device = torch.device(device)
+        a2e, e2f, cfg = load_models(model_dir, device, backend)
+        return cls(a2e, e2f, cfg, device)
+
+    # ---- pass 1 -------------------------------------------------------------------------------
+    def track(self, video: str | os.PathLike, options: DubOptions, info=None, clock: _Clock | None = None) -> SourceTrack:
+        clock = clock or _Clock()
+        reader = VideoReader(video, options.fps, info=info)
+        tracker_cfg = TrackerConfig(face_index=options.face_index, bbox=options.bbox)
+        params, found = [], []
+        n_lm = None
+        with tempfile.TemporaryDirectory() as tmp:
+            spill = open(Path(tmp) / "landmarks.f32", "wb")
+            with FaceTracker(tracker_cfg, reader.fps) as tracker, progress() as p:
+                task = p.add_task("track source", total=reader.n_frames, info="")
+                frames = iter(reader)
+                while True:
+                    with clock("decode"):
+                        frame = next(frames, None)
+                    if frame is None:
+                        break
+                    with clock("track"):
+                        lm = tracker.update(frame)
+                    if lm is None:
+                        lm = np.full((n_lm or 478, 3), np.nan, np.float32)
+                    n_lm = lm.shape[0]
+                    spill.write(lm.astype(np.float32).tobytes())
+                    found.append(bool(np.isfinite(lm[0, 0])))
+                    params.append(align.frame_params(np.nan_to_num(lm)[None], self.align_config)[0])
+                    p.update(task, advance=1, info=f"{sum(found)} faces")
+            spill.close()
+            found = np.array(found, bool)
+            if len(found) == 0:
+                raise RealtalkError("no frames could be decoded", video)
+            if not found.any():
+                raise RealtalkError("no face found in any frame", video)
+            with clock("fit"):
+                smoothed = align.smooth_params(np.array(params), found, self.align_config.smooth_sigma)
+                transforms = align.params_to_affine(smoothed, self.align_config.crop_size)
+                landmarks = np.memmap(Path(tmp) / "landmarks.f32", np.float32, "r", shape=(len(found), n_lm, 3))
+                alpha, beta, rho, err = self._fit(landmarks, found, transforms)
+                del landmarks
+        return SourceTrack(len(found), reader.width, reader.height, found, transforms, alpha, beta, rho, err,
+                           int(np.argmax(found)))
+
+    def _fit(self, landmarks: np.ndarray, found: np.ndarray, transforms: np.ndarray):
+        """Fit in chunks: alpha from the first chunk with faces, then beta and rho chunk by chunk."""
+        first = int(np.argmax(found))
+        head = slice(first, min(len(found), first + FIT_CHUNK))
+        alpha = fit_landmarks(self.fit_face, self._crop_points(landmarks, transforms, head), found[head]).alpha
+        beta = np.zeros((len(found), self.fit_face.n_exp), np.float32)
+        rho = np.zeros((len(found), self.fit_face.n_pose), np.float32)
+        errors = []
+        for i in range(0, len(found), FIT_CHUNK):
+            s = slice(i, min(len(found), i + FIT_CHUNK))
+            if not found[s].any():
+                continue
+            fit = fit_landmarks(self.fit_face, self._crop_points(landmarks, transforms, s), found[s], alpha=alpha)
+            beta[s], rho[s] = fit.beta, fit.rho
+            errors.append(fit.error[found[s]])
+        return alpha, beta, rho, float(np.concatenate(errors).mean())
+
+    @staticmethod
+    def _crop_points(landmarks, transforms, s: slice) -> np.ndarray:
+        lm = np.array(landmarks[s])
+        ok = np.isfinite(lm[:, 0, 0])
+        if ok.any() and not ok.all():  # frames without a face take the nearest found frame's shape
+            idx = np.arange(len(lm))
+            lm[~ok] = lm[idx[ok][np.abs(idx[ok][None] - idx[~ok][:, None]).argmin(1)]]
+        return align.transform_points(lm, transforms[s])
+
+    # ---- audio -> expressions -------------------------------------------------------------------
+    def expressions(self, speech: np.ndarray, n_out: int, track: SourceTrack, seed: int = 0) -> np.ndarray:
+        feats = self.audio(speech, n=2 * n_out)
+        history = sample_history(track.beta, track.found, self.a2e.cfg.n_history, np.random.default_rng(seed))
+        return predict_expressions(self.a2e, feats, track.alpha, history, n_frames=n_out).astype(np.float32)
+
+    # ---- the whole job ----------------------------------------------------------------------------
+    def dub(self, video: str | os.PathLike, speech: str | os.PathLike, out: str | os.PathLike,
+            options: DubOptions | None = None, on_frame=None) -> DubResult:
+        """Dub `video` with `speech` into `out`. `on_frame(i, source, output, paste_mask)` sees each
+        pre-encode frame (tests use it to check untouched pixels)."""
+        options = options or DubOptions()
+        video, speech = Path(video), Path(speech)
+        out = check_output_path(out, [video, speech], overwrite=options.overwrite)
+        if options.preview is not None:
+            check_output_path(options.preview, [video, speech, out], overwrite=True)
+        clock = _Clock()
+        info = probe(video)
+        if not info.has_video:
+            raise RealtalkError("file has no video stream", video)
+        fps = options.fps or info.fps
+        with clock("audio"):
+            wav = load_audio(speech)
+        duration = len(wav) / 16000
+        n_out = max(1, int(round(duration * fps)))
+
+        track = self.track(video, DubOptions(**{**options.__dict__, "fps": fps}), info, clock)
+        with clock("a2e"):
+            beta_hat = self.expressions(wav, n_out, track, options.seed)
+        indices = extend_indices(n_out, track.n_frames, options.extend)
+
+        with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.stem}.") as tmp:
+            silent = Path(tmp) / "video.mp4"
+            preview = Path(tmp) / "preview.mp4" if options.preview else None
+            missing = self._render_pass(video, info, track, beta_hat, indices, fps, silent, preview, options, clock, on_frame)
+            with clock("mux"):
+                mux(silent, wav, out, duration=n_out / fps)
+                if preview:
+                    mux(preview, wav, options.preview, duration=n_out / fps)
+        return DubResult(out, n_out, track.n_frames, missing, track.width, track.height, fps, n_out / fps, dict(clock.seconds))
+
+    def _render_pass(self, video, info, track, beta_hat, indices, fps, silent, preview_path, options, clock, on_frame) -> int:
+        S = self.e2f.image_size
+        scale = np.diag([S / self.align_config.crop_size] * 2 + [1.0])[:2]
+        to_render = lambda a: (scale @ np.vstack([a, [0, 0, 1]])).astype(np.float32)  # noqa: E731 face-model crop -> renderer crop
+        ref_frame = next(iter(VideoReader(video, fps, info=info, start=track.reference, stop=track.reference + 1)))
+        reference = align.warp_to_crop(ref_frame, to_render(track.transforms[track.reference]), S)
+        feather = max(1, int(options.feather * S)) | 1
+        missing = 0
+        batch: list[tuple[int, int, np.ndarray]] = []
+        writer = VideoWriter(silent, track.width, track.height, fps, crf=options.crf)
+        pw, ph = _preview_size(track.width, track.height)
+        preview = VideoWriter(preview_path, 3 * pw, ph, fps, crf=23) if preview_path else None
+
+        def flush():
+            if not batch:
+                return
+            out_idx = np.array([i for i, _, _ in batch])
+            src_idx = np.array([j for _, j, _ in batch])
+            affines = [to_render(track.transforms[j]) for j in src_idx]
+            with clock("crop"):
+                crops = np.stack([align.warp_to_crop(f, a, S) for (_, _, f), a in zip(batch, affines)])
+            with clock("render"):
+                rendered = render(self.e2f, crops, reference, track.alpha, beta_hat[out_idx], track.rho[src_idx])
+                t = lambda a: torch.as_tensor(np.asarray(a, np.float32), device=self.device)  # noqa: E731
+                keep, _ = face_masks(self.face, self.e2f.mask, t(track.alpha)[None].expand(len(batch), -1),
+                                     t(beta_hat[out_idx]), t(track.rho[src_idx]), S)
+                keep = keep[:, 0].cpu().numpy()
+            for (i, j, frame), crop, a, k in zip(batch, rendered, affines, keep):
+                with clock("paste"):
+                    # paste only where the renderer may change pixels, feathered: everything else stays the source
+                    region = cv2.GaussianBlur(cv2.dilate(1.0 - k, np.ones((feather, feather), np.uint8)), (feather, feather), 0)
+                    region[1.0 - k > 0.5] = 1.0
+                    dubbed = align.paste_back(frame, crop, a, region)
+                emit(i, frame, dubbed, (region, a))
+            batch.clear()
+
+        def emit(i, frame, dubbed, paste):
+            if on_frame is not None:
+                on_frame(i, frame, dubbed, paste)
+            with clock("encode"):
+                writer.write(dubbed)
+                if preview:
+                    preview.write(_preview_frame(frame, dubbed, paste, pw, ph))
+
+        try:
+            with progress() as p:
+                task = p.add_task("dub", total=len(indices), info="")
+                stream = frames_in_order(video, indices, fps, info=info)
+                for i in range(len(indices)):
+                    with clock("decode"):
+                        j, frame = next(stream)
+                    if track.found[j]:
+                        batch.append((i, j, frame))
+                        if len(batch) >= options.batch_size:
+                            flush()
+                    else:  # no face: the frame passes through unchanged
+                        flush()
+                        missing += 1
+                        emit(i, frame, frame, None)
+                    p.update(task, advance=1, info=f"{missing} without face")
+                flush()
+            with clock("encode"):
+                writer.close()
+                if preview:
+                    preview.close()
+        except BaseException:
+            writer.abort()
+            if preview:
+                preview.abort()
+            raise
+        return missing
+
+
+def _preview_size(w: int, h: int, max_h: int = 360) -> tuple[int, int]:
+    s = min(1.0, max_h / h)
+    return max(2, int(w * s) // 2 * 2), max(2, int(h * s) // 2 * 2)
+
+
+def _preview_frame(source, dubbed, paste, pw, ph) -> np.ndarray:
+    overlay = dubbed.copy()
+    if paste is not None:
+        region, a = paste
+        m = cv2.warpAffine(region, align.invert(a), (dubbed.shape[1], dubbed.shape[0]))[..., None]
+        overlay = (overlay * (1 - 0.5 * m) + np.array([255, 0, 0]) * 0.5 * m).astype(np.uint8)
+    panels = [cv2.resize(x, (pw, ph), interpolation=cv2.INTER_AREA) for x in (source, dubbed, overlay)]
+    return np.concatenate(panels, axis=1)
+
+
+def check_job(video: str | os.PathLike, speech: str | os.PathLike, out: str | os.PathLike, overwrite: bool = False) -> None:
+    """Fail fast, before models load, on inputs that cannot work."""
+    from realtalk_cli.fsutil import require_file
+
+    if not probe(video).has_video:
+        raise RealtalkError("file has no video stream", video)
+    require_file(speech, "speech file")
+    check_output_path(out, [video, speech], overwrite=overwrite)
+
+
+def read_jobs(path: str | os.PathLike) -> list[tuple[Path, Path, Path]]:
+    """Batch mode: a CSV (header video,speech,output) or a JSON list of {"video", "speech", "output"}."""
+    import csv
+
+    path = Path(path)
+    if not path.is_file():
+        raise RealtalkError("jobs file not found", path)
+    try:
+        if path.suffix.lower() == ".json":
+            rows = json.loads(path.read_text())
+        else:
+            rows = list(csv.DictReader(path.read_text().splitlines()))
+        jobs = [(Path(r["video"]), Path(r["speech"]), Path(r["output"])) for r in rows]
+    except (KeyError, TypeError, ValueError, json.JSONDecodeError) as e:
+        raise RealtalkError(f"cannot read jobs: expected video, speech, output for every job ({e})", path) from None
+    if not jobs:
+        raise RealtalkError("no jobs listed", path)
+    base = path.parent
+    return [(base / v, base / s, base / o) for v, s, o in jobs]
+
+
+def print_summary(result: DubResult) -> None:
+    from rich.table import Table
+
+    t = Table(title=f"{result.output}: {result.frames} frames, {result.width}x{result.height} @ {result.fps:g} fps, "
+                    f"{result.faces_missing} without a face")
+    for col in ("stage", "seconds", "frames/s"):
+        t.add_column(col, justify="left" if col == "stage" else "right")
+    for stage, sec in result.stages.items():
+        t.add_row(stage, f"{sec:.2f}", f"{result.frames / sec:.1f}" if sec > 0 else "-")
+    t.add_row("total", f"{result.seconds:.2f}", f"{result.frames / result.seconds:.1f}")
+    console.print(t)
