@@ -252,12 +252,49 @@ def export(
         typer.echo(f"{name}: {r['file']} ({r['size_mb']:.1f} MB), max abs difference to PyTorch {r['max_abs_diff']:.2e} (limit {TOLERANCE:g})")
 
 
-@app.command(name="eval", epilog="Example:  realtalk eval dubbed.mp4 --source video.mp4 --json metrics.json")
+@app.command(name="eval", epilog=(
+    "Example:  realtalk eval dubbed.mp4 --source video.mp4 --frames 400: --json metrics.json --report metrics.html"))
 def eval_(
     video: Path = typer.Argument(..., help="Dubbed video to evaluate."),
+    source: Optional[Path] = typer.Option(None, "--source", help="Source video, frame for frame ground truth (reconstruction protocol: the dub was driven by the source's own audio)."),
+    speech: Optional[Path] = typer.Option(None, "--speech", help="Speech that drove the dub, for silent-stretch lip motion and SyncNet (default: the dubbed video's own audio track)."),
+    mouth_curve: Optional[Path] = typer.Option(None, "--mouth-curve", help="JSON mouth-opening curve per frame to correlate with the tracked mouth (e.g. the a2e prediction `dub` stores; a list of numbers or {\"mouth_opening\": [...]})."),
+    frames: Optional[str] = typer.Option(None, "--frames", help="Evaluate only frames START:STOP (at --fps; either side may be empty), e.g. a held-out last 20%."),
+    fps: float = typer.Option(25.0, "--fps", min=1.0, help="Frame rate both videos are read at (frame indices refer to it)."),
+    crop_size: int = typer.Option(256, "--crop-size", min=32, help="Side of the aligned face crop that pixels and landmarks are compared in."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write metrics and per-frame curves as JSON here."),
+    report: Optional[Path] = typer.Option(None, "--report", help="Write a report with plots here: .html (self-contained, with the table) or .png."),
+    fid_weights: Optional[Path] = typer.Option(None, "--fid-weights", help="pytorch-fid InceptionV3 weights (pt_inception-2015-12-05-*.pth) for FID."),
+    lpips_weights: Optional[list[Path]] = typer.Option(None, "--lpips-weights", help="LPIPS weights: the lpips linear heads (alex.pth/vgg.pth) and the torchvision backbone, given twice; or one full LPIPS state dict."),
+    arcface_weights: Optional[Path] = typer.Option(None, "--arcface-weights", help="insightface arcface_torch IResNet backbone.pth for CSIM."),
+    syncnet_weights: Optional[Path] = typer.Option(None, "--syncnet-weights", help="syncnet_python syncnet_v2.model for LSE-D / LSE-C."),
+    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Frames per network call (FID, LPIPS, CSIM, SyncNet)."),
 ):
-    """Quality metrics: PSNR/SSIM, lip and face landmark distance, jitter, mouth-audio agreement."""
-    raise NotImplementedYet("realtalk eval")
+    """Quality metrics: PSNR/SSIM, lip and face landmark distance, jitter, mouth-audio agreement (+ FID, LPIPS, CSIM, LSE with weights)."""
+    from rich.console import Console
+
+    from realtalk_cli.errors import UsageError
+    from realtalk_cli.eval import report as rep
+    from realtalk_cli.fsutil import check_output_path, require_file
+    from realtalk_cli.pipelines import evaluate as ev
+
+    inputs = [require_file(video, "dubbed video")] + [require_file(p, what) for p, what in
+                                                      ((source, "source video"), (speech, "speech file"), (mouth_curve, "mouth-curve file")) if p is not None]
+    if report is not None and report.suffix.lower() not in (".html", ".htm", ".png"):
+        raise UsageError(f"--report {report}: expected a .html or .png file name")
+    for out in (json_out, report):
+        if out is not None:
+            check_output_path(out, inputs)
+    options = ev.EvalOptions(fps=fps, frames=ev.parse_frames(frames), crop_size=crop_size, fid_weights=fid_weights,
+                             lpips_weights=list(lpips_weights or []), arcface_weights=arcface_weights,
+                             syncnet_weights=syncnet_weights, device=OPTIONS.device, batch_size=batch_size)
+    result = ev.evaluate(video, source, speech, mouth_curve, options)
+    if json_out is not None:
+        rep.write_json(result, json_out)
+    if report is not None:
+        rep.write_report(result, report)
+    # the result goes to stdout, even with --quiet
+    Console(width=None if sys.stdout.isatty() else 120).print(rep.table(result, f"realtalk eval: {video.name}, frames {result.inputs['frames'][0]}:{result.inputs['frames'][1]}"))
 
 
 def main(argv: Optional[list[str]] = None) -> None:
