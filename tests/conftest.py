@@ -118,3 +118,18 @@ def make_tiny_dataset(root: Path, n_clips: int = 2, n_frames: int = 40, crop_siz
 def tiny_dataset(tmp_path):
     """A 2-clip, 40-frame, 64x64 synthetic dataset (train: synth00, synth01)."""
     return make_tiny_dataset(tmp_path / "tiny_data")
+
+
+@pytest.fixture(scope="session")
+def tiny_hubert(tmp_path_factory):
+    """A randomly initialised 2-layer, 32-wide transformers HubertModel saved to a directory."""
+    transformers = pytest.importorskip("transformers")
+    import torch
+
+    torch.manual_seed(0)
+    config = transformers.HubertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                       intermediate_size=64, conv_dim=(16,) * 7, num_conv_pos_embeddings=16,
+                                       num_conv_pos_embedding_groups=4)
+    path = tmp_path_factory.mktemp("hubert")
+    transformers.HubertModel(config).save_pretrained(path)
+    return path

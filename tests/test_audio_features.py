@@ -47,20 +47,6 @@ def test_unknown_kind_and_settings_are_errors():
         AudioFrontEnd({"kind": "mel", "bogus": 1})
 
 
-@pytest.fixture(scope="module")
-def tiny_hubert(tmp_path_factory):
-    transformers = pytest.importorskip("transformers")
-    import torch
-
-    torch.manual_seed(0)
-    config = transformers.HubertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                       intermediate_size=64, conv_dim=(16,) * 7, num_conv_pos_embeddings=16,
-                                       num_conv_pos_embedding_groups=4)
-    path = tmp_path_factory.mktemp("hubert")
-    transformers.HubertModel(config).save_pretrained(path)
-    return path
-
-
 def test_hubert_tiny_model(tiny_hubert):
     fe = AudioFrontEnd({"kind": "hubert", "hubert": str(tiny_hubert), "layer": 1})
     assert fe.dim == 32 and fe.to_dict()["kind"] == "hubert"

@@ -20,9 +20,6 @@ import numpy as np
 from realtalk_cli.errors import RealtalkError, UsageError
 from realtalk_cli.face import mediapipe_mesh as mesh
 
-# protobuf deprecation noise raised from inside mediapipe on every frame
-warnings.filterwarnings("ignore", message="SymbolDatabase.GetPrototype")
-
 
 @dataclass
 class TrackerConfig:
@@ -145,7 +142,8 @@ class FaceTracker:
         """All faces MediaPipe returns for this frame, as [478, 3] pixel arrays."""
         h, w = frame.shape[:2]
         # the graph starts lazily on the first frame, with more C++ log lines
-        with _quiet_stderr() if self._first else contextlib.nullcontext():
+        with _quiet_stderr() if self._first else contextlib.nullcontext(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # protobuf deprecation noise inside mediapipe
             result = self._mesh.process(np.ascontiguousarray(frame))
         self._first = False
         faces = []

@@ -166,7 +166,9 @@ def preprocess_video(path: str | os.PathLike, out: str | os.PathLike, name: str,
         raise RealtalkError("file has no audio stream (training needs the speech)", path)
     audio = load_audio(path)
     frontend = AudioFrontEnd(config.features)
+    t1 = time.time()
     track = track_video(path, config.tracker, config.align, on_frame)
+    t2 = time.time()
     n = len(track.found)
     spans = segments(track.found, config.max_gap, config.min_frames)
     if not spans:
@@ -192,8 +194,11 @@ def preprocess_video(path: str | os.PathLike, out: str | os.PathLike, name: str,
                            "max_faces_seen": int(track.n_faces[s:e].max())})
         clips.append({"name": clip_name, "n_frames": e - s, "n_valid": int(track.found[s:e].sum())})
     kept = sum(c["n_frames"] for c in clips)
+    t3 = time.time()
     return {"name": name, "source": str(path), "status": "ok", "clips": clips, "frames": n, "kept": kept,
-            "dropped": n - kept, "missing": int((~track.found).sum()), "seconds": round(time.time() - t0, 2)}
+            "dropped": n - kept, "missing": int((~track.found).sum()), "seconds": round(t3 - t0, 2),
+            # where the time goes: probe + audio decode, tracking pass, crop pass (+ features, writing)
+            "timing": {"open": round(t1 - t0, 2), "track": round(t2 - t1, 2), "crops": round(t3 - t2, 2)}}
 
 
 # -- whole dataset ------------------------------------------------------------------------------
@@ -319,11 +324,18 @@ def _silence_native_stderr() -> None:
 
 
 def _run_sources(todo, out: Path, config: PreprocessConfig, workers: int, progress) -> None:
-    """Steps 1-3 in `workers` processes (always a separate process, even for one worker)."""
+    """Steps 1-3, in this process for one worker, else in `workers` spawned processes."""
     if not todo:
         return
     task = progress.add_task("track + crop", total=None, info=f"{len(todo)} videos") if progress else None
     threads = max(1, (os.cpu_count() or 1) // workers)
+    if workers == 1:
+        frames = _ProgressEvents(progress, task)
+        for k, (f, n) in enumerate(todo):
+            _worker(str(f), str(out), n, config, threads, frames)
+            if progress:
+                progress.update(task, info=f"{k + 1}/{len(todo)} videos")
+        return
     ctx = mp.get_context("spawn")  # MediaPipe and torch are not fork-safe
     with ctx.Manager() as manager, ProcessPoolExecutor(workers, mp_context=ctx, initializer=_silence_native_stderr) as pool:
         events = manager.Queue()
@@ -341,6 +353,17 @@ def _run_sources(todo, out: Path, config: PreprocessConfig, workers: int, progre
                 f.result()  # re-raises only what _worker could not record (e.g. the disk is full)
                 if progress:
                     progress.update(task, info=f"{len(todo) - len(pending)}/{len(todo)} videos")
+
+
+class _ProgressEvents:
+    """In-process stand-in for the workers' event queue: advances the progress bar directly."""
+
+    def __init__(self, progress, task):
+        self.progress, self.task = progress, task
+
+    def put(self, event: tuple[str, int]) -> None:
+        if self.progress:
+            self.progress.update(self.task, advance=event[1])
 
 
 def _finish(out: Path, records: list[dict], config: PreprocessConfig, progress) -> tuple[list[dict], float | None]:

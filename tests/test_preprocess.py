@@ -1,0 +1,170 @@
+"""Tracking, alignment and the preprocess pipeline on generated clips of a real face photo."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from mediagen import astronaut_frames, make_face_video
+from realtalk_cli.data.dataset import Dataset
+from realtalk_cli.errors import UsageError
+from realtalk_cli.face import align
+from realtalk_cli.face.tracker import FaceTracker, OneEuroFilter, TrackerConfig, track_frames
+from realtalk_cli.pipelines import preprocess as pp
+
+
+def test_landmarks_on_astronaut_photo():
+    from skimage.data import astronaut
+
+    img = astronaut()
+    with FaceTracker() as tracker:
+        faces = tracker.detect(img)
+    assert len(faces) == 1 and faces[0].shape == (478, 3)
+    # her face is around x 180-270, y 70-180 in the 512x512 photo; landmarks stay on it
+    lo, hi = faces[0][:, :2].min(0), faces[0][:, :2].max(0)
+    assert 160 < lo[0] < 200 and 250 < hi[0] < 290 and 50 < lo[1] < 100 and 160 < hi[1] < 200
+    eye_r, eye_l = faces[0][33, :2], faces[0][263, :2]
+    assert eye_r[0] < eye_l[0]  # subject's right eye is on the image left
+
+
+def test_tracking_follows_synthetic_head_motion():
+    frames = list(astronaut_frames(30, (192, 160), motion=1.5))
+    track = track_frames(frames)
+    assert track.found.all() and track.landmarks.shape == (30, 478, 3)
+    # the nose tip moves with the synthetic motion; crops remove it
+    nose = track.landmarks[:, 1, :2]
+    assert np.ptp(nose, 0).max() > 4
+    a = align.crop_transforms(track.landmarks, track.found, align.AlignConfig(crop_size=64))
+    nose_crop = align.transform_points(track.landmarks, a)[:, 1, :2]
+    assert np.ptp(nose_crop, 0).max() < 0.5 * np.ptp(nose, 0).max() * 64 / 100
+
+
+def test_one_euro_smooths_noise_but_follows_motion():
+    rng = np.random.default_rng(0)
+    f = OneEuroFilter(25.0, min_cutoff=2.0, beta=5.0, d_cutoff=1.0)
+    still = np.array([f(np.array([100.0]) + rng.normal(0, 1, 1), scale=100.0)[0] for _ in range(100)])
+    assert still[50:].std() < 0.6  # jitter reduced (input std 1)
+    f.reset()
+    ramp = np.array([f(np.array([t * 4.0]), scale=100.0)[0] for t in range(50)])
+    assert abs(ramp[-1] - 49 * 4.0) < 8  # lag under 2 frames on fast motion
+
+
+def test_paste_back_restores_the_frame():
+    frame = next(astronaut_frames(1, (192, 160)))
+    track = track_frames([frame])
+    a = align.crop_transforms(track.landmarks, track.found, align.AlignConfig(crop_size=128))[0]
+    crop = align.warp_to_crop(frame, a, 128)
+    back = align.paste_back(frame, crop, a)
+    yx = np.indices((160, 192)).reshape(2, -1).T.astype(np.float32)
+    in_crop = align.transform_points(yx[None, :, ::-1], a)[0]
+    inside = ((in_crop > 2) & (in_crop < 126)).all(1).reshape(160, 192)
+    outside = ((in_crop < -2) | (in_crop > 130)).any(1).reshape(160, 192)
+    assert np.abs(back.astype(int) - frame)[inside].mean() < 4  # resampled twice, same picture
+    assert np.array_equal(back[outside], frame[outside])  # untouched outside the crop
+    assert np.array_equal(align.paste_back(frame, crop, a, np.zeros((128, 128))), frame)
+
+
+def test_speaker_choice_options():
+    assert TrackerConfig(face_index=2).max_faces == 3
+    with pytest.raises(UsageError):
+        TrackerConfig(bbox=(10, 10, 5, 20))
+    assert pp.parse_bbox("1,2,30,40") == (1.0, 2.0, 30.0, 40.0)
+    assert pp.parse_shard("1/4") == (1, 4) and pp.parse_shard(None) == (0, 1)
+    for bad in ("4/4", "x", "1/"):
+        with pytest.raises(UsageError):
+            pp.parse_shard(bad)
+
+
+def test_segments_split_at_long_gaps():
+    found = np.ones(100, bool)
+    found[[10, 11]] = False  # short gap: bridged
+    found[40:60] = False  # long gap: split
+    found[95:] = False  # trailing: dropped
+    assert pp.segments(found, max_gap=5, min_frames=10) == [(0, 40), (60, 95)]
+    assert pp.segments(found, max_gap=5, min_frames=36) == [(0, 40)]
+    assert pp.segments(np.zeros(10, bool), 5, 1) == []
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    d = tmp_path_factory.mktemp("videos")
+    make_face_video(d / "talk.mp4", seconds=2.0, blank=(20, 26))
+    make_face_video(d / "other.mp4", seconds=1.2, motion=2.0)
+    make_face_video(d / "mute.mp4", seconds=1.0, audio=False)
+    (d / "corrupt.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"garbage" * 200)
+    return d
+
+
+def _config(**kw):
+    return pp.PreprocessConfig(align=align.AlignConfig(crop_size=64), n_exp=8, min_frames=10, max_gap=8, **kw)
+
+
+def test_preprocess_dataset_end_to_end(videos, tmp_path):
+    out = tmp_path / "data"
+    result = pp.preprocess_dataset([videos], out, _config(val_list=["other"]))
+    status = {r["name"]: r for r in result.sources}
+    assert status["talk"]["status"] == "ok" and status["other"]["status"] == "ok"
+    assert status["corrupt"]["status"] == "failed" and "not a readable media file" in status["corrupt"]["reason"]
+    assert status["mute"]["status"] == "failed" and "no audio" in status["mute"]["reason"]
+
+    ds = Dataset.open(out)
+    assert {f["name"] for f in ds.manifest["failed"]} == {"corrupt", "mute"}
+    assert [c.name for c in ds.clips("val")] == ["other"] and [c.name for c in ds.clips("train")] == ["talk"]
+    clip = ds.clips("train")[0]
+    assert clip.n_frames == 50 and clip.fps == 25.0 and clip.crop_size == 64
+    valid = clip.valid()
+    assert not valid[20:26].any() and valid[:20].all() and valid[26:].all()  # the blank frames, interpolated
+    fm = ds.face_model
+    co = clip.coeffs()
+    assert co["beta"].shape == (50, fm.n_exp) and co["rho"].shape == (50, 6) and co["alpha"].shape == (fm.n_id,)
+    assert clip.audio_features().shape == (100, 80) and len(clip.audio()) == 50 * 640
+    assert clip.crops([0, 49]).shape == (2, 64, 64, 3)
+    assert result.fit_error is not None and result.fit_error < 1.0  # crop pixels
+    assert ds.config["features"]["kind"] == "mel" and ds.config["align"]["crop_size"] == 64
+    # the face is where the landmarks say: the crop centre region is the face, brighter than the border
+    lm = clip.landmarks()[0]
+    assert ((lm > 0) & (lm < 64)).all()
+
+    # resume: nothing is redone; the finished source records stay untouched
+    stamp = (out / "sources" / "talk.json").stat().st_mtime_ns
+    again = pp.preprocess_dataset([videos], out, _config(val_list=["other"]))
+    assert (out / "sources" / "talk.json").stat().st_mtime_ns == stamp
+    assert again.fit_error == pytest.approx(result.fit_error)
+    # a removed clip's source is redone; the face model and other coefficients are reused
+    fingerprint = ds.face_model.fingerprint()
+    shutil.rmtree(out / "clips" / "other")
+    (out / "sources" / "other.json").unlink()
+    pp.preprocess_dataset([videos], out, _config(val_list=["other"]))
+    ds2 = Dataset.open(out)
+    assert ds2.face_model.fingerprint() == fingerprint and ds2.clips("val")[0].has_coeffs
+
+
+def test_shards_then_merge(videos, tmp_path):
+    out = tmp_path / "data"
+    inputs = [videos / "talk.mp4", videos / "other.mp4"]
+    first = pp.preprocess_dataset(inputs, out, _config(), shard=(0, 2))
+    assert not first.complete and not (out / "manifest.json").exists()
+    second = pp.preprocess_dataset(inputs, out, _config(), shard=(1, 2))
+    assert second.complete  # the last shard sees every source done and finishes the dataset
+    assert {c.name for c in Dataset.open(out).clips()} == {"talk", "other"}
+    records = json.loads((out / "sources" / "talk.json").read_text())
+    assert records["kept"] == 50
+
+
+def test_cli_preprocess_with_hubert_features(videos, tiny_hubert, tmp_path):
+    from typer.testing import CliRunner
+
+    from realtalk_cli.cli import app
+
+    out = tmp_path / "cli_data"
+    res = CliRunner().invoke(app, ["preprocess", str(videos / "other.mp4"), "-o", str(out), "--crop-size", "64",
+                                   "--n-exp", "4", "--features", "hubert", "--hubert", str(tiny_hubert),
+                                   "--hubert-layer", "1"])
+    assert res.exit_code == 0, res.output
+    ds = Dataset.open(out)
+    clip = ds.clips()[0]
+    assert clip.name == "other" and clip.audio_features().shape == (2 * clip.n_frames, 32)
+    assert ds.config["features"]["kind"] == "hubert" and ds.config["features"]["layer"] == 1
+    bad = CliRunner().invoke(app, ["preprocess", str(videos / "nope.mp4"), "-o", str(out)])
+    assert isinstance(bad.exception, UsageError) and "input not found" in str(bad.exception)
