@@ -116,6 +116,7 @@ def train(
     amp: Optional[str] = typer.Option(None, "--amp", help="Mixed precision on CUDA: auto, bf16, fp16 or off."),
 ):
     """Train the audio-to-expression transformer or the expression-to-face renderer (torchrun for multi-GPU)."""
+    from realtalk_cli.progress import is_quiet
     from realtalk_cli.train.run import train as run_train
 
     overrides = {
@@ -123,7 +124,7 @@ def train(
         "task": {"batch_size": batch_size, "lr": lr, "split_frames": split_frames},
     }
     final = run_train(stage, data, out, config=config, overrides=overrides, resume=resume, device=OPTIONS.device)
-    if not OPTIONS.quiet:
+    if not is_quiet():  # also quiet on torchrun ranks other than 0
         typer.echo(f"checkpoint: {final}")
 
 
@@ -280,6 +281,9 @@ def eval_(
 
     inputs = [require_file(video, "dubbed video")] + [require_file(p, what) for p, what in
                                                       ((source, "source video"), (speech, "speech file"), (mouth_curve, "mouth-curve file")) if p is not None]
+    for weights in (fid_weights, *(lpips_weights or []), arcface_weights, syncnet_weights):
+        if weights is not None:
+            require_file(weights, "weights file")
     if report is not None and report.suffix.lower() not in (".html", ".htm", ".png"):
         raise UsageError(f"--report {report}: expected a .html or .png file name")
     for out in (json_out, report):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -133,6 +134,36 @@ def average_metrics(per_clip: list[tuple[int, dict]]) -> dict[str, float]:
     return {k: sum(n * m[k] for n, m in per_clip) / total for k in per_clip[0][1]} if total else {}
 
 
+def predict_heldout(model: A2ETransformer, c: ClipArrays, history_seed: int = 0, features: np.ndarray | None = None) -> np.ndarray:
+    """beta_hat for a clip's held-out frames [lo, hi), exactly as inference would produce them.
+
+    History comes from the frames the model may see (the clip's training part, when it has one).
+    `features` replaces the clip's audio features (the time-shifted-audio baseline).
+    """
+    lo, hi = c.val
+    pool = c.valid.copy()
+    if c.train is not None:
+        pool[: c.train[0]], pool[c.train[1] :] = False, False
+    history = sample_history(c.beta, pool, model.cfg.n_history, np.random.default_rng(history_seed))
+    feats = c.features if features is None else features
+    return predict_expressions(model, feats[2 * lo : 2 * hi], c.alpha, history)
+
+
+def evaluate_heldout(face, clips: list[ClipArrays], predict: Callable[[ClipArrays], np.ndarray]) -> dict[str, float]:
+    """expression_metrics over the valid held-out frames of every clip; predict(clip) -> [hi - lo, n_exp]."""
+    per_clip = []
+    for c in clips:
+        if c.val is None:
+            continue
+        lo, hi = c.val
+        keep = c.valid[lo:hi]
+        if keep.sum() < 2:
+            continue
+        pred = predict(c)
+        per_clip.append((int(keep.sum()), expression_metrics(face, c.alpha, pred[keep], c.beta[lo:hi][keep], c.rho[lo:hi][keep])))
+    return average_metrics(per_clip) if per_clip else {}
+
+
 class A2ETask(Task):
     def __init__(self, data: str | Path, config: dict, device: torch.device):
         super().__init__(config, device)
@@ -223,28 +254,9 @@ class A2ETask(Task):
         loss = mse + self.tc.vertex_weight * vertex
         return loss, {"mse": mse.item(), "vertex": vertex.item()}
 
-    def predict_heldout(self, c: ClipArrays, features: np.ndarray | None = None) -> np.ndarray:
-        """beta_hat [hi - lo] for a clip's held-out range, as inference would produce it."""
-        lo, hi = c.val
-        pool = c.valid.copy()
-        if c.train is not None:  # history from the frames the model may see: the training part
-            pool[: c.train[0]], pool[c.train[1] :] = False, False
-        history = sample_history(c.beta, pool, self.model_cfg.n_history, np.random.default_rng(self.tc.history_seed))
-        feats = c.features if features is None else features
-        return predict_expressions(unwrap(self.models["a2e"]), feats[2 * lo : 2 * hi], c.alpha, history)
-
     def validate(self) -> dict[str, float]:
-        per_clip = []
-        for c in self.clips:
-            if c.val is None or c.val[1] - c.val[0] < 2:
-                continue
-            lo, hi = c.val
-            keep = c.valid[lo:hi]
-            if keep.sum() < 2:
-                continue
-            pred = self.predict_heldout(c)
-            per_clip.append((int(keep.sum()), expression_metrics(self.face, c.alpha, pred[keep], c.beta[lo:hi][keep], c.rho[lo:hi][keep])))
-        return average_metrics(per_clip) if per_clip else {}
+        model = unwrap(self.models["a2e"])
+        return evaluate_heldout(self.face, self.clips, lambda c: predict_heldout(model, c, self.tc.history_seed))
 
     def checkpoint_extra(self):
         face_cfg, face_tensors = self.face.to_checkpoint()

@@ -18,6 +18,7 @@ import torch
 
 from realtalk_cli.device import resolve_device
 from realtalk_cli.errors import NotImplementedYet, UsageError
+from realtalk_cli.progress import set_quiet
 from realtalk_cli.train.trainer import Trainer, TrainerConfig, init_distributed
 
 STAGES = {"a2e": "realtalk_cli.train.a2e_task", "e2f": "realtalk_cli.train.e2f_task"}
@@ -68,11 +69,14 @@ def train(
     if not data.is_dir():
         raise UsageError("dataset directory not found", data)
     if resume and (out / "config.json").is_file():
-        cfg = read_config(out / "config.json")
-        if config is not None:
-            raise UsageError("--config cannot change a run being resumed (its config.json is used)", out)
+        cfg = read_config(out / "config.json")  # the run's own config; --config may only retune training
         if cfg.get("stage") != stage:
             raise UsageError(f"run directory holds a {cfg.get('stage')} run, not {stage}", out)
+        if config is not None:
+            new = merge(cfg, read_config(config))
+            if new.get("model") != cfg.get("model"):
+                raise UsageError("--config changes the model of the run being resumed", config)
+            cfg = new
     else:
         cfg = module.default_config()
         if config is not None:
@@ -82,8 +86,17 @@ def train(
     cfg["data"] = str(data)
 
     dist = init_distributed()
+    if not dist.main:
+        set_quiet(True)  # one progress bar per job, from rank 0
     dev = torch.device("cuda", dist.local_rank) if dist.world > 1 and torch.cuda.is_available() else resolve_device(device)
     trainer_cfg = TrainerConfig.from_dict(cfg["trainer"])
     torch.manual_seed(trainer_cfg.seed)  # same initial weights on every rank and every rerun
-    task = module.build_task(data, cfg, dev)
-    return Trainer(task, trainer_cfg, out, dist).fit(resume=resume)
+    try:
+        task = module.build_task(data, cfg, dev)
+        final = Trainer(task, trainer_cfg, out, dist).fit(resume=resume)
+        if dist.world > 1:
+            torch.distributed.barrier()  # every rank finishes together (gloo aborts on a lone exit)
+        return final
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
