@@ -119,3 +119,5 @@ def test_checkpoint_roundtrip(model, tmp_path):
     assert torch.allclose(again.vertices(a, b, rho), model.vertices(a, b, rho))
     with pytest.raises(RealtalkError):
         FaceModel.from_checkpoint({"format": "something else"}, tensors)
+    half = again.to(torch.float64)  # dtype changes touch the bases, never the integer groups
+    assert half.mean.dtype == torch.float64 and half.groups["mouth"].dtype == torch.long

@@ -168,3 +168,16 @@ def test_cli_preprocess_with_hubert_features(videos, tiny_hubert, tmp_path):
     assert ds.config["features"]["kind"] == "hubert" and ds.config["features"]["layer"] == 1
     bad = CliRunner().invoke(app, ["preprocess", str(videos / "nope.mp4"), "-o", str(out)])
     assert isinstance(bad.exception, UsageError) and "input not found" in str(bad.exception)
+
+
+@pytest.mark.shared
+def test_real_clip_preprocess(tmp_path):
+    from conftest import SHARED_DATA
+
+    video = SHARED_DATA / "video" / "mimictalk_May_5s.mp4"
+    if not video.is_file():
+        pytest.skip("shared data not available")
+    result = pp.preprocess_dataset([video], tmp_path / "data", pp.PreprocessConfig(n_exp=32))
+    (record,) = result.sources
+    assert record["status"] == "ok" and record["kept"] == record["frames"] == 125
+    assert result.fit_error < 0.5  # crop pixels at 256 (in-sample; see docs/dataset.md)

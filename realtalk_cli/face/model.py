@@ -93,6 +93,13 @@ class FaceModel(nn.Module):
         self.groups = {k: v.long() for k, v in groups.items()}
         self.n_id, self.n_exp, self.n_pose = self.id_basis.shape[0], self.exp_basis.shape[0], 6
 
+    def _apply(self, fn, *args, **kwargs):
+        """Move the index groups with the module (.to(device)); they are not buffers so that they
+        can stay a plain dict."""
+        super()._apply(fn, *args, **kwargs)
+        self.groups = {k: fn(v) for k, v in self.groups.items()}
+        return self
+
     @property
     def n_vertices(self) -> int:
         return self.mean.shape[0]
