@@ -104,7 +104,7 @@ def train(
     stage: str = typer.Option(..., "--stage", help="a2e (audio-to-expression) or e2f (expression-to-face)."),
     data: Path = typer.Option(..., "--data", help="Dataset directory written by `realtalk preprocess`."),
     out: Path = typer.Option(..., "--out", "-o", help="Run directory: config, metrics, checkpoints/step_N."),
-    config: Optional[Path] = typer.Option(None, "--config", help="JSON config overriding the paper defaults (see models/configs/)."),
+    config: Optional[list[Path]] = typer.Option(None, "--config", help="JSON config overriding the paper defaults (see models/configs/); repeat to merge several in order."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Total optimizer steps (a resumed run may extend it)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Batch size per process."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate."),

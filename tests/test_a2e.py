@@ -50,7 +50,7 @@ def make_dataset(root: Path, n_frames: int = 96, seed: int = 0) -> Path:
                audio=np.zeros(n_frames * 640, np.float32), features=feats, crop_size=16,
                coeffs={"alpha": rng.normal(size=N_ID), "beta": beta, "rho": rho},
                face_model_fingerprint=face.fingerprint())
-    write_manifest(root, [{"name": "clip0", "split": "train"}], config={"audio": {"kind": "mel", "dim": AUDIO_DIM}})
+    write_manifest(root, [{"name": "clip0", "split": "train"}], config={"features": {"kind": "mel", "dim": AUDIO_DIM}})
     return root
 
 

@@ -21,6 +21,7 @@ rate suits any face model or audio front end.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import asdict, dataclass, fields
 
 import torch
@@ -150,7 +151,9 @@ class A2ETransformer(nn.Module):
         self.cfg = cfg
         D = cfg.d_model
         self.embed_audio = nn.Linear(cfg.audio_dim, D)
-        self.embed_shape = nn.Linear(cfg.n_id, D) if cfg.use_shape else None
+        with warnings.catch_warnings():  # a single-speaker landmark face model has n_id = 0: the
+            warnings.simplefilter("ignore", UserWarning)  # shape token is then a learned constant
+            self.embed_shape = nn.Linear(cfg.n_id, D) if cfg.use_shape else None
         self.embed_history = nn.Linear(cfg.n_exp, D) if cfg.use_history else None
         self.encoder = nn.ModuleList(CMSALayer(cfg) for _ in range(cfg.n_enc_layers))
         self.decoder = nn.ModuleList(TCALayer(cfg) for _ in range(cfg.n_dec_layers))

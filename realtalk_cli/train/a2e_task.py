@@ -212,7 +212,8 @@ class A2ETask(Task):
         f, b = (torch.as_tensor(np.concatenate(x), dtype=torch.float64) for x in (feats, betas))
         alphas = torch.as_tensor(np.stack([c.alpha for c in self.clips if c.train is not None]), dtype=torch.float64)
         # Few speakers: a per-dimension std of alpha is meaningless, so shapes share one scale.
-        shape_scale = alphas.pow(2).mean().sqrt().clamp_min(1e-6)
+        # (A single-speaker landmark face model has no identity basis at all: n_id = 0.)
+        shape_scale = alphas.pow(2).mean().sqrt().clamp_min(1e-6) if alphas.numel() else torch.tensor(1.0)
         shape = (torch.zeros(alphas.shape[1], dtype=torch.float64), shape_scale.expand(alphas.shape[1]))
         return (f.mean(0), f.std(0).clamp_min(1e-6)), shape, (b.mean(0), b.std(0).clamp_min(1e-6))
 
@@ -260,7 +261,9 @@ class A2ETask(Task):
 
     def checkpoint_extra(self):
         face_cfg, face_tensors = self.face.to_checkpoint()
-        audio_cfg = self.ds.config.get("audio", {})
+        audio_cfg = self.ds.config.get("features")
+        if audio_cfg is None:
+            raise RealtalkError("dataset config.json lacks the audio feature settings ('features')", self.ds.dir)
         return {"face_model": face_cfg, "audio": audio_cfg}, {"face_model": face_tensors}
 
 

@@ -3,8 +3,8 @@
 A stage module (train/a2e_task.py, train/e2f_task.py) provides
     default_config() -> dict            the paper configuration: {"stage", "model", "task", "trainer"}
     build_task(data, config, device)    -> trainer.Task (it may complete config, e.g. input sizes)
-Config precedence: stage defaults < --config JSON (any subset, merged per section) < command-line
-options. A resumed run starts from the config.json its run directory recorded.
+Config precedence: stage defaults < --config JSON files in order (any subset, merged per section)
+< command-line options; e.g. `--config a2e_cpu_small.json --config a2e_ablation_no_history.json`. A resumed run starts from the config.json its run directory recorded.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def train(
     stage: str,
     data: str | os.PathLike,
     out: str | os.PathLike,
-    config: str | os.PathLike | None = None,
+    config: str | os.PathLike | list | None = None,  # one JSON file or several, merged in order
     overrides: dict | None = None,  # {"trainer": {...}, "task": {...}, "model": {...}} from the command line
     resume: bool = False,
     device: str = "auto",
@@ -68,19 +68,20 @@ def train(
     data = Path(data)
     if not data.is_dir():
         raise UsageError("dataset directory not found", data)
+    files = [] if config is None else [config] if isinstance(config, (str, os.PathLike)) else list(config)
     if resume and (out / "config.json").is_file():
         cfg = read_config(out / "config.json")  # the run's own config; --config may only retune training
         if cfg.get("stage") != stage:
             raise UsageError(f"run directory holds a {cfg.get('stage')} run, not {stage}", out)
-        if config is not None:
-            new = merge(cfg, read_config(config))
+        for f in files:
+            new = merge(cfg, read_config(f))
             if new.get("model") != cfg.get("model"):
-                raise UsageError("--config changes the model of the run being resumed", config)
+                raise UsageError("--config changes the model of the run being resumed", f)
             cfg = new
     else:
         cfg = module.default_config()
-        if config is not None:
-            cfg = merge(cfg, read_config(config))
+        for f in files:
+            cfg = merge(cfg, read_config(f))
         cfg["stage"] = stage
     cfg = merge(cfg, {k: {kk: vv for kk, vv in v.items() if vv is not None} for k, v in (overrides or {}).items()})
     cfg["data"] = str(data)
