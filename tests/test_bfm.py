@@ -43,20 +43,28 @@ def test_tiny_bfm_loads_and_projects(tiny_bfm, tmp_path):
     assert FaceModel.load(tmp_path / "fm").fingerprint() == fm.fingerprint()
 
 
-def test_regressor_loads_public_layout_and_fits(tiny_bfm, tmp_path):
+@pytest.fixture(scope="module")
+def d3dfr_checkpoint(tmp_path_factory):
+    """A randomly initialised regressor saved like the public epoch_20.pth ({"net_recon": state})."""
     torch.manual_seed(0)
     net = D3DFRRegressor()
     for layer in net.final_layers:  # non-zero heads so the output depends on the image
         torch.nn.init.normal_(layer.weight, std=1e-4)
-    state = {"net_recon": net.state_dict()}
-    torch.save(state, tmp_path / "epoch_20.pth")
-    assert "backbone.layer4.2.conv3.weight" in state["net_recon"] and "final_layers.6.bias" in state["net_recon"]
-    loaded = D3DFRRegressor.load(tmp_path / "epoch_20.pth")
+    path = tmp_path_factory.mktemp("d3dfr") / "epoch_20.pth"
+    torch.save({"net_recon": net.state_dict()}, path)
+    return path, net.eval()
+
+
+def test_regressor_loads_public_layout_and_fits(tiny_bfm, d3dfr_checkpoint):
+    path, net = d3dfr_checkpoint
+    state = torch.load(path, weights_only=True)["net_recon"]
+    assert "backbone.layer4.2.conv3.weight" in state and "final_layers.6.bias" in state
+    loaded = D3DFRRegressor.load(path)
     x = torch.rand(1, 3, 224, 224)
-    assert torch.allclose(loaded(x), net.eval()(x), atol=1e-5) and loaded(x).shape == (1, 257)
+    assert torch.allclose(loaded(x), net(x), atol=1e-5) and loaded(x).shape == (1, 257)
 
     fm = load_bfm(tiny_bfm, crop_size=64)
-    fitter = BFMFitter(fm, tmp_path / "epoch_20.pth", batch_size=2)
+    fitter = BFMFitter(fm, path, batch_size=2)
     crops = np.random.default_rng(0).integers(0, 255, (3, 64, 64, 3), dtype=np.uint8)
     landmarks = np.full((3, 478, 2), 32.0, np.float32)
     fit = fitter.fit(crops, landmarks, np.array([True, True, False]))
@@ -73,3 +81,26 @@ def test_bad_files(tmp_path):
     torch.save({"net_recon": {"conv.weight": torch.zeros(1)}}, tmp_path / "bad.pth")
     with pytest.raises(RealtalkError, match="not a Deep3DFaceRecon"):
         D3DFRRegressor.load(tmp_path / "bad.pth")
+
+
+@pytest.mark.slow
+def test_preprocess_with_bfm(tiny_bfm, d3dfr_checkpoint, tmp_path):
+    from mediagen import make_face_video
+    from realtalk_cli.data.dataset import Dataset
+    from realtalk_cli.face.align import AlignConfig
+    from realtalk_cli.pipelines import preprocess as pp
+
+    video = make_face_video(tmp_path / "short.mp4", seconds=0.4)
+    config = pp.PreprocessConfig(align=AlignConfig(crop_size=64), face_model="bfm", bfm=str(tiny_bfm),
+                                 d3dfr=str(d3dfr_checkpoint[0]), min_frames=5)
+    result = pp.preprocess_dataset([video], tmp_path / "data", config)
+    assert result.sources[0]["status"] == "ok", result.sources[0]
+    ds = Dataset.open(tmp_path / "data")
+    assert ds.face_model.kind == "bfm" and ds.face_model.n_vertices == N_V
+    co = ds.clips()[0].coeffs()
+    assert co["alpha"].shape == (80,) and co["beta"].shape == (10, 64) and co["rho"].shape == (10, 6)
+    # reusing that face model by path keeps the basis (and needs no refit of the same clip)
+    again = pp.preprocess_dataset([video], tmp_path / "data2", pp.PreprocessConfig(
+        align=AlignConfig(crop_size=64), face_model=str(tmp_path / "data"), d3dfr=str(d3dfr_checkpoint[0]), min_frames=5))
+    assert Dataset.open(tmp_path / "data2").face_model.fingerprint() == ds.face_model.fingerprint()
+    assert again.clips[0]["n_frames"] == 10

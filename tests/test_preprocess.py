@@ -10,7 +10,7 @@ from mediagen import astronaut_frames, make_face_video
 from realtalk_cli.data.dataset import Dataset
 from realtalk_cli.errors import UsageError
 from realtalk_cli.face import align
-from realtalk_cli.face.tracker import FaceTracker, OneEuroFilter, TrackerConfig, track_frames
+from realtalk_cli.face.tracker import FaceTracker, OneEuroFilter, TrackerConfig, smooth_landmarks, track_frames
 from realtalk_cli.pipelines import preprocess as pp
 
 
@@ -50,6 +50,24 @@ def test_one_euro_smooths_noise_but_follows_motion():
     assert abs(ramp[-1] - 49 * 4.0) < 8  # lag under 2 frames on fast motion
 
 
+def test_offline_smoothing_has_no_lag():
+    rng = np.random.default_rng(0)
+    t = np.arange(200)
+    mouth = 10 * np.sin(2 * np.pi * 4 * t / 25)  # 4 Hz: syllable rate
+    lm = np.zeros((200, 478, 3), np.float32)
+    lm[:, :, 0] = np.linspace(0, 100, 478)  # face 100 px wide
+    lm[:, 14, 1] = mouth
+    noisy = lm + rng.normal(0, 0.5, lm.shape).astype(np.float32)
+    found = np.ones(200, bool)
+    found[100:103] = False
+    smooth = smooth_landmarks(noisy, found, 25.0)
+    y = smooth[:, 14, 1]
+    lags = [np.corrcoef(y[10 + k:180 + k], mouth[10:180])[0, 1] for k in (-1, 0, 1)]
+    assert np.argmax(lags) == 1  # best aligned without a shift
+    assert np.abs(smooth - lm)[found].std() < np.abs(noisy - lm)[found].std()  # less noise
+    assert y[found].std() / mouth[found].std() > 0.85  # the 4 Hz (syllable rate) motion passes
+
+
 def test_paste_back_restores_the_frame():
     frame = next(astronaut_frames(1, (192, 160)))
     track = track_frames([frame])
@@ -63,6 +81,22 @@ def test_paste_back_restores_the_frame():
     assert np.abs(back.astype(int) - frame)[inside].mean() < 4  # resampled twice, same picture
     assert np.array_equal(back[outside], frame[outside])  # untouched outside the crop
     assert np.array_equal(align.paste_back(frame, crop, a, np.zeros((128, 128))), frame)
+
+
+def test_speaker_choice_two_faces():
+    """The largest face by default; --face-index counts from the left; --bbox picks by overlap."""
+    import cv2
+    from skimage.data import astronaut
+
+    face = astronaut()[40:230, 140:330]
+    frame = np.full((220, 400, 3), 120, np.uint8)
+    frame[10:140, 20:150] = cv2.resize(face, (130, 130))  # small face, left
+    frame[10:210, 190:390] = cv2.resize(face, (200, 200))  # large face, right
+    centre_x = lambda cfg: track_frames([frame] * 3, config=cfg).landmarks[-1, :, 0].mean()  # noqa: E731
+    assert centre_x(TrackerConfig()) > 200
+    assert centre_x(TrackerConfig(face_index=0)) < 150
+    assert centre_x(TrackerConfig(face_index=1)) > 200
+    assert centre_x(TrackerConfig(bbox=(0, 0, 170, 150))) < 150
 
 
 def test_speaker_choice_options():
