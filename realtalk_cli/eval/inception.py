@@ -171,16 +171,21 @@ class FIDInceptionV3(nn.Module):
 def frechet_distance(feats_a: np.ndarray, feats_b: np.ndarray) -> float:
     """||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^1/2) of two feature sets [N, D] (N >= 2 each).
 
-    As pytorch-fid: when the product is near singular (fewer samples than dimensions, usual for
-    one video) a small multiple of the identity is added to both covariances before the root.
+    With fewer samples than dimensions (one video's frames against 2048 features) the covariances
+    are low-rank and scipy's sqrtm is slow (~30 s here) and inaccurate. Then the trace term is taken
+    exactly in sample space: with centred features X [n, D], Y [m, D], S_a S_b has the same nonzero
+    eigenvalues as (X Y^T)(X Y^T)^T / ((n-1)(m-1)), so Tr (S_a S_b)^1/2 is the sum of the singular
+    values of X Y^T over sqrt((n-1)(m-1)).
     """
     a, b = np.asarray(feats_a, np.float64), np.asarray(feats_b, np.float64)
+    n, m, d = len(a), len(b), a.shape[1]
     mu_a, mu_b = a.mean(0), b.mean(0)
-    s_a, s_b = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))
-    covmean = linalg.sqrtm(s_a @ s_b)
-    if not np.isfinite(covmean).all():
-        offset = np.eye(len(s_a)) * 1e-6
-        covmean = linalg.sqrtm((s_a + offset) @ (s_b + offset))
-    covmean = covmean.real
+    xa, xb = a - mu_a, b - mu_b
+    tr_a, tr_b = (xa * xa).sum() / (n - 1), (xb * xb).sum() / (m - 1)
+    if min(n, m) < d:
+        tr_cross = np.linalg.svd(xa @ xb.T, compute_uv=False).sum() / np.sqrt((n - 1) * (m - 1))
+    else:
+        covmean = linalg.sqrtm((xa.T @ xa / (n - 1)) @ (xb.T @ xb / (m - 1)))
+        tr_cross = np.trace(covmean.real)
     diff = mu_a - mu_b
-    return float(diff @ diff + np.trace(s_a) + np.trace(s_b) - 2 * np.trace(covmean))
+    return float(diff @ diff + tr_a + tr_b - 2 * tr_cross)

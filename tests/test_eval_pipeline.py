@@ -1,0 +1,168 @@
+"""`realtalk eval` end to end on generated clips of a real face (scikit-image's astronaut)."""
+
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from mediagen import make_face_video
+from realtalk_cli.errors import RealtalkError, UsageError
+from realtalk_cli.media import VideoReader, VideoWriter, mux
+from realtalk_cli.pipelines.evaluate import EvalOptions, evaluate, parse_frames, write_mouth_curve
+
+N_FRAMES = 30
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    """A source clip and 'dubbed' versions of it: lower half noisier or blurrier, step by step."""
+    root = tmp_path_factory.mktemp("eval")
+    src = make_face_video(root / "src.mp4", seconds=N_FRAMES / 25)
+    frames = list(VideoReader(src))
+    out = {"src": src}
+    rng = np.random.default_rng(0)
+
+    def write(name, fn):
+        with VideoWriter(root / f"{name}.silent.mp4", frames[0].shape[1], frames[0].shape[0], crf=12) as w:
+            for f in frames:
+                w.write(fn(f))
+        mux(root / f"{name}.silent.mp4", src, root / f"{name}.mp4")
+        out[name] = root / f"{name}.mp4"
+
+    def lower(f, g):
+        h = f.shape[0] // 2  # the lower half of the frame holds the mouth and chin
+        o = f.copy()
+        o[h:] = g(f[h:])
+        return o
+
+    for s in (6, 20):
+        write(f"noise{s}", lambda f, s=s: lower(f, lambda x: np.clip(x + rng.normal(0, s, x.shape), 0, 255).astype(np.uint8)))
+    for s in (1.5, 4):
+        write(f"blur{s}", lambda f, s=s: lower(f, lambda x: cv2.GaussianBlur(x, (0, 0), s)))
+    return out
+
+
+def test_identical_videos_give_ideal_values(clips):
+    r = evaluate(clips["src"], clips["src"])
+    assert r.inputs["faces_found"] == {"dubbed": N_FRAMES, "source": N_FRAMES}
+    assert r.value("psnr") == 100.0 and r.value("psnr_mask") == 100.0
+    assert r.value("ssim") == pytest.approx(1.0) and r.value("ssim_mask") == pytest.approx(1.0)
+    assert r.value("m_lmd") == 0 and r.value("f_lmd") == 0
+    assert r.value("jitter") == r.value("jitter_source")
+    assert r.value("mouth_r_source") == pytest.approx(1.0)
+    for key in ("fid", "lpips", "csim", "lse_d", "lse_c"):  # no weights given: reported, never invented
+        m = next(m for m in r.metrics if m.key == key)
+        assert m.value is None and m.note.startswith("unavailable (no weights: pass --")
+
+
+@pytest.mark.parametrize("kind", ["noise", "blur"])
+def test_metrics_degrade_monotonically(clips, kind):
+    names = ["noise6", "noise20"] if kind == "noise" else ["blur1.5", "blur4"]
+    results = [evaluate(clips[n], clips["src"]) for n in names]
+    for key in ("psnr", "ssim", "psnr_mask", "ssim_mask"):
+        values = [100.0 if key.startswith("psnr") else 1.0] + [r.value(key) for r in results]
+        assert values[0] > values[1] > values[2], (key, values)
+    # the damage is in the lower face: the mask region suffers more than the crop as a whole
+    assert results[1].value("psnr_mask") < results[1].value("psnr")
+    # the tracker's landmarks drift further from the source's the more the face is damaged, most on the lips
+    for key in ("m_lmd", "f_lmd"):
+        assert 0 < results[0].value(key) < results[1].value(key), key
+    assert results[1].value("m_lmd") > results[1].value("f_lmd")
+    assert results[1].value("jitter") > results[1].value("jitter_source")
+
+
+def test_frame_range_and_mouth_curve(clips, tmp_path):
+    curve_path = tmp_path / "curve.json"
+    ref = evaluate(clips["src"], None)
+    opening = ref.per_frame["mouth_ours"]
+    write_mouth_curve(curve_path, np.r_[np.zeros(5), 2 * opening[5:] + 1], fps=25)
+    r = evaluate(clips["src"], None, mouth_curve=curve_path, options=EvalOptions(frames=(5, 25)))
+    assert r.inputs["frames"] == [5, 25] and len(r.per_frame["mouth_ours"]) == 20
+    # the curve is sliced to the range: it matches frames 5..24 of the full read (tracking a range is
+    # not bit-identical, MediaPipe's tracking mode depends on the frames before), not frames 0..19
+    assert r.value("mouth_r_curve") > 0.8
+    assert np.corrcoef(r.per_frame["mouth_ours"], opening[:20])[0, 1] < 0.5
+    assert "psnr" not in {m.key for m in r.metrics}  # no source: no reconstruction protocol
+    write_mouth_curve(curve_path, opening, fps=30)
+    with pytest.raises(RealtalkError, match="30 fps"):
+        evaluate(clips["src"], None, mouth_curve=curve_path)
+
+
+def test_parse_frames():
+    assert parse_frames("400:") == (400, None) and parse_frames(":50") == (0, 50) and parse_frames(None) is None
+    for bad in ("5", "9:3", "a:b", "-1:4"):
+        with pytest.raises(UsageError):
+            parse_frames(bad)
+
+
+def test_cli_prints_table_and_writes_json_and_report(clips, tmp_path):
+    out_json, out_html, out_png = tmp_path / "m.json", tmp_path / "m.html", tmp_path / "m.png"
+    r = subprocess.run([sys.executable, "-m", "realtalk_cli", "eval", str(clips["noise20"]), "--source", str(clips["src"]),
+                        "--frames", "10:", "--json", str(out_json), "--report", str(out_html)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "PSNR, mask region" in r.stdout and "unavailable (no weights: pass --fid-weights PATH)" in r.stdout
+    data = json.loads(out_json.read_text())
+    assert data["inputs"]["frames"] == [10, N_FRAMES]
+    assert 10 < data["metrics"]["psnr_mask"]["value"] < data["metrics"]["psnr"]["value"] < 100
+    assert data["metrics"]["fid"]["value"] is None and len(data["per_frame"]["ssim"]) == N_FRAMES - 10
+    page = out_html.read_text()
+    assert page.startswith("<!doctype html>") and "data:image/png;base64," in page and "M-LMD" in page
+    r = subprocess.run([sys.executable, "-m", "realtalk_cli", "eval", str(clips["src"]), "--report", str(out_png)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_bad_inputs_are_one_line_errors(clips, tmp_path, capsys):
+    from realtalk_cli.cli import main
+
+    def run(*args):
+        with pytest.raises(SystemExit) as e:
+            main(["eval", *map(str, args)])
+        err = capsys.readouterr().err
+        assert "Traceback" not in err
+        return e.value.code, err
+
+    code, err = run(tmp_path / "missing.mp4")
+    assert code == 1 and "not found" in err
+    code, err = run(clips["src"], "--frames", "9:3")
+    assert code == 2 and "START < STOP" in err
+    code, err = run(clips["src"], "--report", tmp_path / "r.pdf")
+    assert code == 2 and ".html or .png" in err
+    code, err = run(clips["src"], "--fid-weights", tmp_path / "none.pth")  # checked before any long work
+    assert code == 1 and "none.pth: weights file not found" in err
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"junk")
+    code, err = run(clips["src"], "--source", clips["src"], "--lpips-weights", junk)
+    assert code == 1 and "cannot read LPIPS weights" in err
+
+
+def test_networks_run_when_weights_are_given(clips, tmp_path, monkeypatch):
+    """Wiring only: random weights under the public names give finite numbers in every slot."""
+    import torch
+
+    from realtalk_cli.eval import inception
+
+    monkeypatch.setattr(inception, "INPUT_SIZE", 75)  # the smallest input the graph takes: ~16x less work
+
+    from realtalk_cli.eval.arcface import IResNet, IResNetConfig
+    from realtalk_cli.eval.inception import FIDInceptionV3
+    from realtalk_cli.eval.lpips import LPIPS
+    from realtalk_cli.eval.syncnet import SyncNet
+
+    torch.manual_seed(0)
+    paths = {}
+    for name, net in (("fid", FIDInceptionV3()), ("lpips", LPIPS()), ("arcface", IResNet(IResNetConfig([1, 1, 1, 1], 8))),
+                      ("syncnet", SyncNet())):
+        paths[name] = tmp_path / f"{name}.pth"
+        torch.save(net.state_dict(), paths[name])
+    options = EvalOptions(frames=(0, 7), batch_size=4, fid_weights=paths["fid"], lpips_weights=[paths["lpips"]],
+                          arcface_weights=paths["arcface"], syncnet_weights=paths["syncnet"])
+    r = evaluate(clips["noise20"], clips["src"], options=options)
+    for key in ("fid", "lpips", "csim", "lse_d", "lse_c"):
+        assert r.value(key) is not None and np.isfinite(r.value(key)), key
+    assert np.isfinite(r.per_frame["lpips"]).all() and len(r.per_frame["lpips"]) == 7
+    assert -1 <= r.value("csim") <= 1 and r.value("lpips") > 0
