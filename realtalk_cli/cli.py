@@ -104,7 +104,7 @@ def train(
     stage: str = typer.Option(..., "--stage", help="a2e (audio-to-expression) or e2f (expression-to-face)."),
     data: Path = typer.Option(..., "--data", help="Dataset directory written by `realtalk preprocess`."),
     out: Path = typer.Option(..., "--out", "-o", help="Run directory: config, metrics, checkpoints/step_N."),
-    config: Optional[Path] = typer.Option(None, "--config", help="JSON config overriding the paper defaults (see models/configs/)."),
+    config: Optional[list[Path]] = typer.Option(None, "--config", help="JSON config overriding the paper defaults (see models/configs/); repeat to merge several in order."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Total optimizer steps (a resumed run may extend it)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Batch size per process."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate."),
@@ -116,6 +116,7 @@ def train(
     amp: Optional[str] = typer.Option(None, "--amp", help="Mixed precision on CUDA: auto, bf16, fp16 or off."),
 ):
     """Train the audio-to-expression transformer or the expression-to-face renderer (torchrun for multi-GPU)."""
+    from realtalk_cli.progress import is_quiet
     from realtalk_cli.train.run import train as run_train
 
     overrides = {
@@ -123,7 +124,7 @@ def train(
         "task": {"batch_size": batch_size, "lr": lr, "split_frames": split_frames},
     }
     final = run_train(stage, data, out, config=config, overrides=overrides, resume=resume, device=OPTIONS.device)
-    if not OPTIONS.quiet:
+    if not is_quiet():  # also quiet on torchrun ranks other than 0
         typer.echo(f"checkpoint: {final}")
 
 
