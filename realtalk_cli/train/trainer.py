@@ -19,7 +19,8 @@ Writing a task
 Tasks with several optimizers (a GAN) override `train_step(batch, trainer)` and call
 `trainer.optimize(loss, "disc")`, `trainer.optimize(loss, "gen")` themselves; the default does
 `trainer.optimize(self.loss(batch)[0], "main")`. Always call networks through `self.models[name]`:
-under DDP the trainer replaces the entries with DistributedDataParallel wrappers.
+under DDP the trainer replaces the entries with DistributedDataParallel wrappers. `self.trainer` is
+set by the Trainer (read trainer.step, trainer.run_dir, e.g. to write preview images).
 
 Run directory
 -------------
@@ -90,6 +91,7 @@ class Task:
         self.config = config
         self.device = device
         self.models = {}
+        self.trainer: "Trainer | None" = None
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         raise NotImplementedError
@@ -174,6 +176,7 @@ class Trainer:
         self.dist = dist_info or DistInfo()
         self.device = task.device
         self.step = 0
+        task.trainer = self
         if self.dist.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             for name, m in task.models.items():
