@@ -6,11 +6,20 @@ import pytest
 import torch
 
 from realtalk_cli.errors import RealtalkError
-from realtalk_cli.face.model import FaceModel
+from realtalk_cli.face.model import GROUP_NAMES, FaceModel
 from realtalk_cli.nets.discriminator import DiscriminatorConfig, PatchDiscriminator
 from realtalk_cli.nets.mask import MaskConfig, keep_mask, learnable_region, polygon_fill, teeth_mask
 from realtalk_cli.nets.renderer import ALIGN_KINDS, Renderer, RendererConfig
 from realtalk_cli.nets.vgg import PerceptualLoss, VGG19Features
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny networks: one thread is ~20x faster than two on a shared 2-core machine (no OpenMP spinning)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
 
 S = 64
 
@@ -38,7 +47,8 @@ def synthetic_face(crop: int = 128) -> FaceModel:
     lower_lip = mouth_idx[pts[mouth_idx, 1] > y0 + 22]
     open_jaw[mouth_idx, 1] = 0.0  # the upper lip stays with the skull ...
     open_jaw[lower_lip, 1] = 0.6 * drop  # ... the lower lip rides with the jaw: the mouth opens
-    groups = {
+    groups = {name: torch.arange(len(pts)) for name in GROUP_NAMES}  # groups the mask does not use
+    groups |= {
         "jaw": torch.arange(15), "mask_contour": torch.arange(1, 14), "mouth": mouth_idx, "lips_inner": mouth_idx,
         "lips_outer": mouth_idx, "mouth_region": mouth_idx, "keypoints": torch.arange(29),
         "keypoint_landmarks": torch.arange(29),

@@ -38,7 +38,7 @@ ALIGN_KINDS = ("attention", "flow", "deform")
 class RendererConfig:
     image_size: int = 256
     coeff_dim: int = 0  # len(alpha) + len(beta) + len(rho); set from the face model before building
-    channels: list[int] = field(default_factory=lambda: [64, 128, 256, 512, 512])  # stem, then d stages
+    channels: list[int] = field(default_factory=lambda: [128, 256, 512, 512, 512])  # stem, then d stages
     enc_blocks: int = 2  # residual blocks per encoder stage
     fia_blocks: int = 2  # residual blocks per FIA block (Table 7: 1 / 2 / 3)
     align: str = "attention"  # "attention" | "flow" | "deform"
@@ -63,7 +63,7 @@ class RendererConfig:
 
 
 def load_json_config(path: str | Path) -> dict:
-    """A run config from models/configs/*.json: {"renderer": {...}, "mask": {...}, "train": {...}}."""
+    """A run config from models/configs/*.json: {"model": {...}, "mask": {...}, "task": {...}, ...}."""
     return json.loads(Path(path).read_text())
 
 
@@ -211,6 +211,10 @@ class Renderer(nn.Module):
         if cfg.coeff_dim <= 0:
             raise ValueError("RendererConfig.coeff_dim must be set (len(alpha) + len(beta) + len(rho))")
         self.cfg = cfg
+        # coefficients arrive in their own units (radians, crop pixels, PCA weights): standardise them
+        # with training statistics, saved with the weights so inference normalises identically
+        self.register_buffer("coeff_mean", torch.zeros(cfg.coeff_dim))
+        self.register_buffer("coeff_std", torch.ones(cfg.coeff_dim))
         c = cfg.channels
         d = len(c) - 1
         self.encoder = Encoder(cfg)
@@ -222,11 +226,18 @@ class Renderer(nn.Module):
         h = cfg.head_channels
         self.head = nn.Sequential(nn.Conv2d(c[0] + 3, h, 3, 1, 1), nn.ReLU(), nn.Conv2d(h, 3, 3, 1, 1))
 
+    def set_coeff_stats(self, mean: Tensor, std: Tensor) -> None:
+        self.coeff_mean.copy_(mean)
+        self.coeff_std.copy_(std.clamp_min(1e-3))  # a constant coefficient (one speaker's alpha) maps to 0
+
     def forward(self, source: Tensor, reference: Tensor, coeffs: Tensor, mask: Tensor) -> Tensor:
-        """source, reference [B,3,S,S] in [0,1]; coeffs [B, coeff_dim]; mask M [B,1,S,S] (1 = keep source)."""
+        """source, reference [B,3,S,S] in [0,1]; coeffs = cat(alpha, beta, rho) [B, coeff_dim];
+        mask M [B,1,S,S] (1 = keep source). Returns I = M * I_s + (1 - M) * F, [B,3,S,S] in [0,1]."""
+        coeffs = (coeffs - self.coeff_mean) / self.coeff_std
         masked = source * mask
         feats = self.encoder(torch.cat([masked, reference], 0))
-        src, ref = zip(*(f.chunk(2, dim=0) for f in feats))
+        n = source.shape[0]  # slice rather than chunk(2): chunk makes ONNX export fix the batch size
+        src, ref = zip(*((f[:n], f[n:]) for f in feats))
         x = src[-1]
         d = len(self.decoder)
         for i, block in enumerate(self.decoder, start=1):
