@@ -60,6 +60,21 @@ def test_hubert_tiny_model(tiny_hubert):
     assert np.corrcoef(chunked.ravel(), feats.ravel())[0, 1] > 0.9
 
 
+def test_hubert_input_normalisation_follows_preprocessor(tiny_hubert, tmp_path):
+    import shutil
+
+    from transformers import Wav2Vec2FeatureExtractor
+
+    assert AudioFrontEnd({"kind": "hubert", "hubert": str(tiny_hubert)}).config.normalize is False
+    large_like = tmp_path / "hubert_norm"
+    shutil.copytree(tiny_hubert, large_like)
+    Wav2Vec2FeatureExtractor(do_normalize=True).save_pretrained(large_like)
+    fe = AudioFrontEnd({"kind": "hubert", "hubert": str(large_like)})
+    assert fe.config.normalize is True
+    wav = np.random.default_rng(3).normal(0, 0.1, 8000).astype(np.float32)
+    assert np.allclose(fe(wav), fe(wav * 7 + 0.01), atol=1e-3)  # invariant to gain and offset
+
+
 def test_hubert_bad_path_and_layer(tiny_hubert, tmp_path):
     with pytest.raises(RealtalkError):
         AudioFrontEnd({"kind": "hubert", "hubert": str(tmp_path / "nope")})

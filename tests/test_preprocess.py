@@ -126,6 +126,8 @@ def videos(tmp_path_factory):
     make_face_video(d / "talk.mp4", seconds=2.0, blank=(20, 26))
     make_face_video(d / "other.mp4", seconds=1.2, motion=2.0)
     make_face_video(d / "mute.mp4", seconds=1.0, audio=False)
+    make_face_video(d / "noface.mp4", seconds=0.6, blank=(0, 15))
+    make_face_video(d / "split.mp4", seconds=1.6, blank=(12, 24))  # a 12-frame gap: longer than max_gap
     (d / "corrupt.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"garbage" * 200)
     return d
 
@@ -141,11 +143,15 @@ def test_preprocess_dataset_end_to_end(videos, tmp_path):
     assert status["talk"]["status"] == "ok" and status["other"]["status"] == "ok"
     assert status["corrupt"]["status"] == "failed" and "not a readable media file" in status["corrupt"]["reason"]
     assert status["mute"]["status"] == "failed" and "no audio" in status["mute"]["reason"]
+    assert status["noface"]["status"] == "failed" and "no face" in status["noface"]["reason"]
+    # the long gap splits the video in two clips; the gap frames are dropped, not faked
+    assert [c["n_frames"] for c in status["split"]["clips"]] == [12, 16] and status["split"]["dropped"] == 12
 
     ds = Dataset.open(out)
-    assert {f["name"] for f in ds.manifest["failed"]} == {"corrupt", "mute"}
-    assert [c.name for c in ds.clips("val")] == ["other"] and [c.name for c in ds.clips("train")] == ["talk"]
-    clip = ds.clips("train")[0]
+    assert {f["name"] for f in ds.manifest["failed"]} == {"corrupt", "mute", "noface"}
+    assert [c.name for c in ds.clips("val")] == ["other"]
+    assert [c.name for c in ds.clips("train")] == ["split-s00", "split-s01", "talk"]
+    clip = ds.clips("train")[2]
     assert clip.n_frames == 50 and clip.fps == 25.0 and clip.crop_size == 64
     valid = clip.valid()
     assert not valid[20:26].any() and valid[:20].all() and valid[26:].all()  # the blank frames, interpolated

@@ -14,10 +14,8 @@ enough surrounding speech while memory stays bounded.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -103,9 +101,13 @@ class AudioFrontEnd:
         n_layers = self._model.config.num_hidden_layers
         if not -(n_layers + 1) <= c.layer <= n_layers:
             raise RealtalkError(f"HuBERT layer {c.layer} out of range (model has {n_layers} layers)")
-        if c.normalize is None:  # large models are trained on normalised input; the preprocessor says so
-            pre = Path(c.hubert) / "preprocessor_config.json"
-            c.normalize = bool(json.loads(pre.read_text()).get("do_normalize", False)) if pre.is_file() else False
+        if c.normalize is None:  # large models are trained on normalised input; their preprocessor says so
+            try:
+                from transformers import AutoFeatureExtractor
+
+                c.normalize = bool(getattr(AutoFeatureExtractor.from_pretrained(c.hubert), "do_normalize", False))
+            except (OSError, ValueError):  # no preprocessor_config.json saved with the model
+                c.normalize = False
         # receptive field 400 samples at stride 320: pad 40 in front to centre it on each hop interval
         self.left_pad, self.extra = 40, 80
         self.context = int(round(c.context_seconds * SAMPLE_RATE / HOP))

@@ -63,15 +63,6 @@ class PreprocessConfig:
     val_list: list[str] = field(default_factory=list)  # source names (file stems) for validation
     rebuild_face_model: bool = False  # learn the landmark model again even if the dataset has one
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "PreprocessConfig":
-        d = dict(d)
-        nested = {"align": align.AlignConfig, "tracker": TrackerConfig, "features": AudioFeatureConfig}
-        for key, kind in nested.items():
-            if isinstance(d.get(key), dict):
-                d[key] = kind.from_dict(d[key]) if hasattr(kind, "from_dict") else kind(**d[key])
-        return cls(**d)
-
 
 # -- one video ----------------------------------------------------------------------------------
 
