@@ -50,6 +50,23 @@ def test_one_euro_smooths_noise_but_follows_motion():
     assert abs(ramp[-1] - 49 * 4.0) < 8  # lag under 2 frames on fast motion
 
 
+def test_crop_angle_follows_in_plane_rotation_of_a_real_face():
+    """Rotate the astronaut photo by known angles: the crop transform turns by the same angle."""
+    import cv2
+    from skimage.data import astronaut
+
+    img = astronaut()
+    angles = [-15.0, -5.0, 0.0, 10.0, 20.0]
+    measured = []
+    for deg in angles:
+        m = cv2.getRotationMatrix2D((220.0, 130.0), deg, 1.0)  # counter-clockwise on screen
+        frame = cv2.warpAffine(img, m, (512, 512), borderMode=cv2.BORDER_REFLECT)
+        lm = track_frames([frame]).landmarks
+        measured.append(np.degrees(align.frame_params(lm, align.AlignConfig())[0, 2]))
+    measured = np.array(measured) - measured[2]
+    assert np.abs(measured + np.array(angles)).max() < 1.0, measured  # image y points down: sign flips
+
+
 def test_offline_smoothing_has_no_lag():
     rng = np.random.default_rng(0)
     t = np.arange(200)

@@ -126,7 +126,9 @@ class Clip:
 
     def audio_features(self) -> np.ndarray:
         """float32 [2T, F]: features 2t and 2t+1 belong to video frame t (see audio/features.py)."""
-        return self.__dict__.setdefault("_features", _arrays(self.dir / "features.safetensors")["features"])
+        if "_features" not in self.__dict__:
+            self._features = _arrays(self.dir / "features.safetensors")["features"]
+        return self._features
 
     @property
     def has_coeffs(self) -> bool:
