@@ -27,8 +27,8 @@ def clips(tmp_path_factory):
 
     def write(name, fn):
         with VideoWriter(root / f"{name}.silent.mp4", frames[0].shape[1], frames[0].shape[0], crf=12) as w:
-            for f in frames:
-                w.write(fn(f))
+            for t, f in enumerate(frames):
+                w.write(fn(f, t))
         mux(root / f"{name}.silent.mp4", src, root / f"{name}.mp4")
         out[name] = root / f"{name}.mp4"
 
@@ -39,9 +39,11 @@ def clips(tmp_path_factory):
         return o
 
     for s in (6, 20):
-        write(f"noise{s}", lambda f, s=s: lower(f, lambda x: np.clip(x + rng.normal(0, s, x.shape), 0, 255).astype(np.uint8)))
+        write(f"noise{s}", lambda f, t, s=s: lower(f, lambda x: np.clip(x + rng.normal(0, s, x.shape), 0, 255).astype(np.uint8)))
     for s in (1.5, 4):
-        write(f"blur{s}", lambda f, s=s: lower(f, lambda x: cv2.GaussianBlur(x, (0, 0), s)))
+        write(f"blur{s}", lambda f, t, s=s: lower(f, lambda x: cv2.GaussianBlur(x, (0, 0), s)))
+    # the lower half brightens frame by frame: a mouth frozen at frame 0 shows up plainly
+    write("brighten", lambda f, t: lower(f, lambda x: np.clip(x.astype(int) + 4 * t, 0, 255).astype(np.uint8)))
     return out
 
 
@@ -166,3 +168,19 @@ def test_networks_run_when_weights_are_given(clips, tmp_path, monkeypatch):
         assert r.value(key) is not None and np.isfinite(r.value(key)), key
     assert np.isfinite(r.per_frame["lpips"]).all() and len(r.per_frame["lpips"]) == 7
     assert -1 <= r.value("csim") <= 1 and r.value("lpips") > 0
+
+
+def test_reference_mouth_baseline(clips, tmp_path):
+    from realtalk_cli.media import probe
+    from realtalk_cli.pipelines.evaluate import reference_mouth_baseline
+
+    out = reference_mouth_baseline(clips["brighten"], tmp_path / "baseline.mp4")
+    assert probe(out).has_audio and probe(out).n_frames == N_FRAMES
+    src, base = list(VideoReader(clips["brighten"])), list(VideoReader(out))
+    h, w = src[0].shape[:2]
+    mouth = (slice(int(0.64 * h), int(0.76 * h)), slice(int(0.42 * w), int(0.58 * w)))  # lips and chin, inside the mask
+    for t in (0, 5, 10, 15):
+        diff = np.abs(src[t].astype(int) - base[t].astype(int)).mean(-1)
+        assert diff[: h // 5].mean() < 3, t  # forehead and background: the source (re-encoded)
+        # the mouth is frame 0's: darker than frame t's by about 4 t (where the source is not clipped at 255)
+        assert 2.5 * t <= np.median(diff[mouth]) <= 4 * t + 3, (t, np.median(diff[mouth]))

@@ -80,13 +80,13 @@ def figure_png(result) -> bytes:
                     y = (y - np.nanmean(y[ok])) / np.nanstd(y[ok]) * np.nanstd(ref[ok]) + np.nanmean(ref[ok])
                     label += " (rescaled)"
             ax.plot(x, y, style, lw=1.3, label=label)
-        if axis.startswith("mouth") and "silent" in pf:
-            silent = np.asarray(pf["silent"]) > 0
+        silent = np.asarray(pf.get("silent", []), np.float64) > 0
+        if axis.startswith("mouth") and silent.any():
             x = start + np.arange(len(silent))
             ax.fill_between(x, 0, 1, where=silent, transform=ax.get_xaxis_transform(), color="0.85", label="silent speech")
         ax.set_ylabel(axis)
         ax.grid(alpha=0.3)
-        ax.legend(loc="upper right", fontsize=8, ncol=3)
+        ax.legend(loc="best", fontsize=8, ncol=3, framealpha=0.7)
     axes[-1, 0].set_xlabel(f"frame ({result.inputs['fps']:g} fps)")
     fig.suptitle(Path(result.inputs["dubbed"]).name + (f"  vs  {Path(result.inputs['source']).name}" if result.inputs["source"] else ""))
     fig.tight_layout()

@@ -282,11 +282,19 @@ def evaluate(dubbed: str | os.PathLike, source: str | os.PathLike | None = None,
         n = len(track_d) if track_s is None else min(len(track_d), len(track_s))
         if n < 2:
             raise RealtalkError(f"only {n} frame(s) to evaluate in the requested range", dubbed)
-        tf_d = align.crop_transforms(track_d.landmarks[:n], track_d.found[:n], align_cfg)
+        if track_s is not None and not track_s.found[:n].any():
+            raise RealtalkError("no face found in the source video (in the evaluated frames)", source)
+        if track_s is not None:
+            tf_s = align.crop_transforms(track_s.landmarks[:n], track_s.found[:n], align_cfg)
+        if track_d.found[:n].any():
+            tf_d = align.crop_transforms(track_d.landmarks[:n], track_d.found[:n], align_cfg)
+        elif track_s is not None:
+            tf_d = tf_s  # our face is lost everywhere: its metrics are nan, the crops still come from the source's place
+        else:
+            raise RealtalkError("no face found in the video (in the evaluated frames)", dubbed)
         lm_d_own = align.transform_points(track_d.landmarks[:n], tf_d)  # ours, in our own crop
         per_frame: dict[str, np.ndarray] = {"mouth_ours": M.mouth_opening(lm_d_own)}
         if track_s is not None:
-            tf_s = align.crop_transforms(track_s.landmarks[:n], track_s.found[:n], align_cfg)
             sx, sy = info_s.width / info_d.width, info_s.height / info_d.height  # a dubbed video at another size
             lm_d = align.transform_points(track_d.landmarks[:n] * np.float32([sx, sy, sx]), tf_s)
             lm_s = align.transform_points(track_s.landmarks[:n], tf_s)
@@ -406,3 +414,48 @@ def evaluate(dubbed: str | os.PathLike, source: str | os.PathLike | None = None,
               "fps": options.fps, "frames": [start, start + n], "crop_size": S,
               "faces_found": {"dubbed": int(found_d.sum()), **({"source": int(track_s.found[:n].sum())} if track_s is not None else {})}}
     return EvalResult(inputs, metrics, per_frame)
+
+
+# -- the static-mouth baseline ----------------------------------------------------------------------
+def reference_mouth_baseline(source: str | os.PathLike, out: str | os.PathLike, reference: int = 0,
+                             feather: float = 0.04, crf: int = 18, overwrite: bool = True) -> Path:
+    """The baseline for the reconstruction protocol: `source` untouched, except that in every frame the
+    mask region (the lower-face polygon MASK_CONTOUR of that frame) shows the reference frame's lower
+    face instead, cut from the reference's own crop and pasted through the frame's crop transform.
+
+    A method that renders the mouth from the reference must beat this to have learnt anything about
+    motion. Frames without a face stay untouched; the source's audio is kept. 25 fps, like `dub`.
+    """
+    from realtalk_cli.fsutil import check_output_path
+    from realtalk_cli.media import VideoWriter, mux
+    from realtalk_cli.pipelines.preprocess import FPS, track_video
+
+    source, out = Path(source), check_output_path(out, [source], overwrite)
+    with progress(transient=True) as p:
+        task = p.add_task("tracking source", total=VideoReader(source, FPS).n_frames)
+        track = track_video(source, TrackerConfig(), on_frame=lambda i: p.update(task, advance=1))
+    if not track.found.any():
+        raise RealtalkError("no face found in the video", source)
+    ref = reference if 0 <= reference < len(track.found) and track.found[reference] else int(np.flatnonzero(track.found)[0])
+    S = align.AlignConfig().crop_size  # track_video's crop
+    lm_crop = track.crop_landmarks()
+    ref_frame = next(iter(VideoReader(source, FPS, start=ref, stop=ref + 1)))
+    ref_crop = align.warp_to_crop(ref_frame, track.transforms[ref], S)
+    k = max(1, int(feather * S)) | 1
+    silent = out.with_name(out.stem + ".silent.mp4")
+    with progress(transient=True) as p, VideoWriter(silent, track.width, track.height, FPS, crf=crf) as writer:
+        task = p.add_task("writing baseline", total=len(track.found))
+        for i, frame in enumerate(VideoReader(source, FPS)):
+            if i < len(track.found) and track.found[i]:
+                mask = M.polygon_mask(lm_crop[i, mesh.MASK_CONTOUR, :2], (S, S)).astype(np.float32)
+                frame = align.paste_back(frame, ref_crop, track.transforms[i], cv2.GaussianBlur(mask, (k, k), 0))
+            writer.write(frame)
+            p.update(task, advance=1)
+    try:
+        if probe(source).has_audio:
+            mux(silent, load_audio(source, SAMPLE_RATE), out)
+        else:
+            silent.replace(out)
+    finally:
+        silent.unlink(missing_ok=True)
+    return out
