@@ -254,165 +254,197 @@ class _SyncWindows:
 
 
 # -- the protocols --------------------------------------------------------------------------------
+@dataclass
+class _Geometry:
+    """Tracked landmarks of the evaluated frames, in crop pixels, and the crop transforms."""
+
+    n: int
+    found_d: np.ndarray  # [n] our face found
+    tf_d: np.ndarray  # [n, 2, 3] our own crop (mouth curve, SyncNet)
+    lm_d_own: np.ndarray  # [n, 478, 3] ours, in our own crop
+    found_s: np.ndarray | None = None
+    tf_s: np.ndarray | None = None  # [n, 2, 3] the source's crop: both videos are compared in it
+    lm_d: np.ndarray | None = None  # ours, in the source's crop
+    lm_s: np.ndarray | None = None  # the source's, in its crop
+    scale: np.ndarray | None = None  # our frame pixels -> the source's (a dub written at another size)
+
+
+def _geometry(track_d: FaceTrack, track_s: FaceTrack | None, info_d, info_s, crop_size: int, dubbed, source) -> _Geometry:
+    n = len(track_d) if track_s is None else min(len(track_d), len(track_s))
+    if n < 2:
+        raise RealtalkError(f"only {n} frame(s) to evaluate in the requested range", dubbed)
+    cfg = align.AlignConfig(crop_size=crop_size)
+    found_d, lm_d_raw = track_d.found[:n], track_d.landmarks[:n]
+    g = _Geometry(n, found_d, None, None)
+    if track_s is not None:
+        g.found_s = track_s.found[:n]
+        if not g.found_s.any():
+            raise RealtalkError("no face found in the source video (in the evaluated frames)", source)
+        g.tf_s = align.crop_transforms(track_s.landmarks[:n], g.found_s, cfg)
+        g.scale = np.float32([info_s.width / info_d.width, info_s.height / info_d.height, info_s.width / info_d.width])
+        g.lm_d = align.transform_points(lm_d_raw * g.scale, g.tf_s)
+        g.lm_s = align.transform_points(track_s.landmarks[:n], g.tf_s)
+    if found_d.any():
+        g.tf_d = align.crop_transforms(lm_d_raw, found_d, cfg)
+    elif g.tf_s is not None:
+        g.tf_d = g.tf_s  # our face is lost everywhere: its metrics are nan, crops still come from the source's place
+    else:
+        raise RealtalkError("no face found in the video (in the evaluated frames)", dubbed)
+    g.lm_d_own = align.transform_points(lm_d_raw, g.tf_d)
+    return g
+
+
+def _pixel_pass(dubbed, source, info_d, info_s, options: EvalOptions, g: _Geometry, track_d: FaceTrack,
+                track_s: FaceTrack | None, pairs: _PairBatcher, sync: _SyncWindows | None, p) -> dict[str, np.ndarray]:
+    """Stream both videos once: per-frame PSNR/SSIM, and crops for the networks. Returns the curves."""
+    S, n = options.crop_size, g.n
+    pix = {k: np.full(n, np.nan) for k in ("psnr", "ssim", "psnr_mask", "ssim_mask")}
+    task = p.add_task("measuring frames", total=n)
+    readers = [_reader(dubbed, options, info_d)] + ([_reader(source, options, info_s)] if source is not None else [])
+    try:
+        for i, frames in enumerate(zip(*readers)):
+            if i >= n:
+                break
+            fd = frames[0]
+            if sync is not None:
+                sync.add(align.warp_to_crop(fd, g.tf_d[i], S))
+            if source is not None and g.found_s[i]:
+                fs, fd = frames[1], _to_size(fd, info_s.width, info_s.height)
+                crop_s, crop_d = align.warp_to_crop(fs, g.tf_s[i], S), align.warp_to_crop(fd, g.tf_s[i], S)
+                mask = M.polygon_mask(g.lm_s[i, mesh.MASK_CONTOUR, :2], (S, S))
+                pix["psnr"][i], pix["ssim"][i] = M.psnr(crop_d, crop_s), M.ssim(crop_d, crop_s)
+                pix["psnr_mask"][i], pix["ssim_mask"][i] = M.psnr(crop_d, crop_s, mask), M.ssim(crop_d, crop_s, mask)
+                faces = None
+                if pairs.nets.arcface is not None and g.found_d[i]:
+                    from realtalk_cli.eval.arcface import aligned_face
+
+                    faces = (aligned_face(fd, track_d.landmarks[i] * g.scale), aligned_face(fs, track_s.landmarks[i]))
+                pairs.add(i, crop_d, crop_s, faces)
+            p.update(task, advance=1)
+    finally:
+        for reader in readers:  # stop the decoders: a longer video is not read to its end
+            reader.close()
+    pairs.flush()
+    return pix
+
+
+def _nanmean(x: np.ndarray) -> float | None:
+    x = np.asarray(x, np.float64)
+    return float(np.nanmean(x)) if np.isfinite(x).any() else None
+
+
+def _reconstruction_metrics(g: _Geometry, pix: dict, pairs: _PairBatcher, per_frame: dict) -> list[Metric]:
+    R = "reconstruction"
+    both = g.found_d & g.found_s
+    m_lmd = np.where(both, M.landmark_distances(g.lm_d, g.lm_s, M.MOUTH_POINTS), np.nan)
+    f_lmd = np.where(both, M.landmark_distances(g.lm_d, g.lm_s), np.nan)
+    per_frame.update(pix, m_lmd=m_lmd, f_lmd=f_lmd)
+    jitter = lambda lm: M.jitter(np.where(both[:, None, None], lm, np.nan))  # noqa: E731
+    mouth_r = M.correlation(np.where(both, per_frame["mouth_ours"], np.nan), per_frame["mouth_source"])
+    nets = pairs.nets
+    lpips = np.array([pairs.lpips.get(i, np.nan) for i in range(g.n)])
+    if nets.lpips is not None:
+        per_frame["lpips"] = lpips
+    n_feats = sum(len(f) for f in pairs.feats_ours)
+    fid = None
+    if n_feats >= 2:
+        from realtalk_cli.eval.inception import frechet_distance
+
+        fid = frechet_distance(np.concatenate(pairs.feats_ours), np.concatenate(pairs.feats_source))
+    csim = np.array([pairs.csim.get(i, np.nan) for i in range(g.n)])
+    return [
+        Metric("psnr", "PSNR, face crop", _nanmean(pix["psnr"]), "dB", "higher", R),
+        Metric("ssim", "SSIM, face crop", _nanmean(pix["ssim"]), "", "higher", R),
+        Metric("psnr_mask", "PSNR, mask region", _nanmean(pix["psnr_mask"]), "dB", "higher", R),
+        Metric("ssim_mask", "SSIM, mask region", _nanmean(pix["ssim_mask"]), "", "higher", R),
+        Metric("m_lmd", "M-LMD (lips)", _nanmean(m_lmd), "px", "lower", R),
+        Metric("f_lmd", "F-LMD (whole face)", _nanmean(f_lmd), "px", "lower", R),
+        Metric("jitter", "landmark jitter, ours", jitter(g.lm_d), "px/frame", "lower", R),
+        Metric("jitter_source", "landmark jitter, source", jitter(g.lm_s), "px/frame", "", R),
+        Metric("mouth_r_source", "mouth opening r vs source", mouth_r, "", "higher", R),
+        Metric("lpips", "LPIPS, face crop", _nanmean(lpips), "", "lower", R, "" if nets.lpips is not None else unavailable("lpips")),
+        Metric("fid", "FID, face crops", fid, "", "lower", R, f"{n_feats} frames" if nets.fid is not None else unavailable("fid")),
+        Metric("csim", "CSIM (identity)", _nanmean(csim), "", "higher", R, "" if nets.arcface is not None else unavailable("csim")),
+    ]
+
+
+def _cross_audio_metrics(g: _Geometry, curve: np.ndarray | None, curve_name: str, audio: np.ndarray | None,
+                         fps: float, lse: dict | None, lse_note: str, per_frame: dict) -> list[Metric]:
+    X = "cross-audio"
+    ours = np.where(g.found_d, per_frame["mouth_ours"], np.nan)
+    out = []
+    if curve is not None:
+        per_frame["mouth_curve"] = np.pad(curve[: g.n], (0, max(0, g.n - len(curve))), constant_values=np.nan)
+        out.append(Metric("mouth_r_curve", "mouth opening r vs given curve", M.correlation(ours, per_frame["mouth_curve"]),
+                          "", "higher", X, curve_name))
+    if audio is not None:
+        rms = M.frame_rms(audio, g.n, SAMPLE_RATE, fps)
+        silent = M.silent_frames(rms)
+        per_frame["speech_rms"], per_frame["silent"] = rms, silent.astype(float)
+        still = M.silent_lip_motion(ours, silent)
+        note = f"{still['silent_frames']} silent frames (RMS {M.SILENCE_DB:g} dB below the loud level, >= {M.SILENCE_MIN_FRAMES} frames)"
+        out += [Metric("silent_motion", "lip motion in silence, ours", still["motion"], "px/frame", "lower", X, note),
+                Metric("silent_opening", "mouth opening in silence, ours", still["opening"], "px", "lower", X,
+                       f"while speaking: {still['speech_opening']:.2f} px")]
+        if g.found_s is not None:
+            theirs = M.silent_lip_motion(np.where(g.found_s, per_frame["mouth_source"], np.nan), silent)
+            out.append(Metric("silent_motion_source", "lip motion in silence, source", theirs["motion"], "px/frame", "", X))
+    out += [Metric("lse_d", "LSE-D (SyncNet distance)", lse and lse["lse_d"], "", "lower", X, lse_note),
+            Metric("lse_c", "LSE-C (SyncNet confidence)", lse and lse["lse_c"], "", "higher", X, lse_note)]
+    return out
+
+
 def evaluate(dubbed: str | os.PathLike, source: str | os.PathLike | None = None, speech: str | os.PathLike | None = None,
              mouth_curve: str | os.PathLike | None = None, options: EvalOptions | None = None) -> EvalResult:
     """Run every protocol the inputs allow; see the module docstring."""
-    options = options or EvalOptions()
-    dubbed = Path(dubbed)
-    info_d = probe(dubbed)
-    if not info_d.has_video:
-        raise RealtalkError("file has no video stream", dubbed)
-    info_s = None
-    if source is not None:
-        source = Path(source)
-        info_s = probe(source)
-        if not info_s.has_video:
-            raise RealtalkError("file has no video stream", source)
     from realtalk_cli.device import resolve_device
 
+    options = options or EvalOptions()
+    dubbed, source = Path(dubbed), None if source is None else Path(source)
+    info_d, info_s = probe(dubbed), None if source is None else probe(source)
+    for path, info in ((dubbed, info_d), (source, info_s)):
+        if info is not None and not info.has_video:
+            raise RealtalkError("file has no video stream", path)
+    start = (options.frames or (0, None))[0]
+    curve = None
+    if mouth_curve is not None:  # read before the long work: a wrong file fails at once
+        curve, curve_fps = read_mouth_curve(mouth_curve)
+        if curve_fps is not None and abs(curve_fps - options.fps) > 1e-3:
+            raise RealtalkError(f"mouth curve is at {curve_fps:g} fps, evaluation at {options.fps:g} fps (pass --fps {curve_fps:g})", mouth_curve)
+        curve = curve[start:]
     device = resolve_device(options.device)
     nets = _Networks(options, device, reconstruction=source is not None)
-    start = (options.frames or (0, None))[0]
-    S = options.crop_size
-    align_cfg = align.AlignConfig(crop_size=S)
 
     with progress(transient=True) as p:
         track_d = _track(dubbed, options, info_d, "dubbed video", p)
         track_s = _track(source, options, info_s, "source video", p) if source is not None else None
-        n = len(track_d) if track_s is None else min(len(track_d), len(track_s))
-        if n < 2:
-            raise RealtalkError(f"only {n} frame(s) to evaluate in the requested range", dubbed)
-        if track_s is not None and not track_s.found[:n].any():
-            raise RealtalkError("no face found in the source video (in the evaluated frames)", source)
-        if track_s is not None:
-            tf_s = align.crop_transforms(track_s.landmarks[:n], track_s.found[:n], align_cfg)
-        if track_d.found[:n].any():
-            tf_d = align.crop_transforms(track_d.landmarks[:n], track_d.found[:n], align_cfg)
-        elif track_s is not None:
-            tf_d = tf_s  # our face is lost everywhere: its metrics are nan, the crops still come from the source's place
-        else:
-            raise RealtalkError("no face found in the video (in the evaluated frames)", dubbed)
-        lm_d_own = align.transform_points(track_d.landmarks[:n], tf_d)  # ours, in our own crop
-        per_frame: dict[str, np.ndarray] = {"mouth_ours": M.mouth_opening(lm_d_own)}
-        if track_s is not None:
-            sx, sy = info_s.width / info_d.width, info_s.height / info_d.height  # a dubbed video at another size
-            lm_d = align.transform_points(track_d.landmarks[:n] * np.float32([sx, sy, sx]), tf_s)
-            lm_s = align.transform_points(track_s.landmarks[:n], tf_s)
-            per_frame["mouth_source"] = M.mouth_opening(lm_s)
-
-        # pixel pass: only when something needs pixels
-        need_pixels = track_s is not None or nets.syncnet is not None
+        g = _geometry(track_d, track_s, info_d, info_s, options.crop_size, dubbed, source)
+        per_frame: dict[str, np.ndarray] = {"mouth_ours": M.mouth_opening(g.lm_d_own)}
+        if source is not None:
+            per_frame["mouth_source"] = M.mouth_opening(g.lm_s)
         audio = None
-        if speech is not None or info_d.has_audio:
+        if speech is not None or info_d.has_audio:  # `dub` muxes the speech into its output
             audio = load_audio(speech if speech is not None else dubbed, SAMPLE_RATE)
             a0 = int(round(start * SAMPLE_RATE / options.fps))
-            audio = audio[a0 : a0 + int(round(n * SAMPLE_RATE / options.fps))]
+            audio = audio[a0 : a0 + int(round(g.n * SAMPLE_RATE / options.fps))]
         sync = _SyncWindows(nets.syncnet, audio, options.batch_size, device) if nets.syncnet is not None and audio is not None else None
         pairs = _PairBatcher(nets, options.batch_size)
-        pix = {k: np.full(n, np.nan) for k in ("psnr", "ssim", "psnr_mask", "ssim_mask")}
-        if need_pixels:
-            task = p.add_task("measuring frames", total=n)
-            reader_d = _reader(dubbed, options, info_d)
-            reader_s = _reader(source, options, info_s) if source is not None else None
-            frames_d, frames_s = iter(reader_d), iter(reader_s) if reader_s is not None else None
-            for i in range(n):
-                fd = next(frames_d)
-                if sync is not None:
-                    sync.add(align.warp_to_crop(fd, tf_d[i], S))
-                if frames_s is not None:
-                    fs = next(frames_s)
-                    fd = _to_size(fd, info_s.width, info_s.height)
-                    crop_s, crop_d = align.warp_to_crop(fs, tf_s[i], S), align.warp_to_crop(fd, tf_s[i], S)
-                    if track_s.found[i]:
-                        mask = M.polygon_mask(lm_s[i, mesh.MASK_CONTOUR, :2], (S, S))
-                        pix["psnr"][i], pix["ssim"][i] = M.psnr(crop_d, crop_s), M.ssim(crop_d, crop_s)
-                        pix["psnr_mask"][i], pix["ssim_mask"][i] = M.psnr(crop_d, crop_s, mask), M.ssim(crop_d, crop_s, mask)
-                        faces = None
-                        if nets.arcface is not None and track_d.found[i]:
-                            from realtalk_cli.eval.arcface import aligned_face
+        pix = None
+        if source is not None or sync is not None:
+            pix = _pixel_pass(dubbed, source, info_d, info_s, options, g, track_d, track_s, pairs, sync, p)
 
-                            faces = (aligned_face(fd, track_d.landmarks[i] * np.float32([sx, sy, sx])),
-                                     aligned_face(fs, track_s.landmarks[i]))
-                        pairs.add(i, crop_d, crop_s, faces)
-                p.update(task, advance=1)
-            for reader in (reader_d, reader_s):  # stop the decoders: a longer video is not read to its end
-                if reader is not None:
-                    reader.close()
-            pairs.flush()
-
-    found_d = track_d.found[:n]
-    metrics: list[Metric] = []
-    R, X = "reconstruction", "cross-audio"
-    if track_s is not None:
-        found_s = track_s.found[:n]
-        both = found_d & found_s
-        m_lmd = np.where(both, M.landmark_distances(lm_d, lm_s, M.MOUTH_POINTS), np.nan)
-        f_lmd = np.where(both, M.landmark_distances(lm_d, lm_s), np.nan)
-        per_frame.update(pix, m_lmd=m_lmd, f_lmd=f_lmd)
-        mean = lambda x: float(np.nanmean(x)) if np.isfinite(x).any() else None  # noqa: E731
-        jit = lambda lm, ok: M.jitter(np.where(ok[:, None, None], lm, np.nan))  # noqa: E731
-        metrics += [
-            Metric("psnr", "PSNR, face crop", mean(pix["psnr"]), "dB", "higher", R),
-            Metric("ssim", "SSIM, face crop", mean(pix["ssim"]), "", "higher", R),
-            Metric("psnr_mask", "PSNR, mask region", mean(pix["psnr_mask"]), "dB", "higher", R),
-            Metric("ssim_mask", "SSIM, mask region", mean(pix["ssim_mask"]), "", "higher", R),
-            Metric("m_lmd", "M-LMD (lips)", mean(m_lmd), "px", "lower", R),
-            Metric("f_lmd", "F-LMD (whole face)", mean(f_lmd), "px", "lower", R),
-            Metric("jitter", "landmark jitter, ours", jit(lm_d, both), "px/frame", "lower", R),
-            Metric("jitter_source", "landmark jitter, source", jit(lm_s, both), "px/frame", "", R),
-            Metric("mouth_r_source", "mouth opening r vs source", M.correlation(np.where(both, per_frame["mouth_ours"], np.nan),
-                                                                          per_frame["mouth_source"]), "", "higher", R),
-        ]
-        lp = np.array([pairs.lpips.get(i, np.nan) for i in range(n)])
-        metrics.append(Metric("lpips", "LPIPS, face crop", mean(lp), "", "lower", R,
-                              "" if nets.lpips is not None else unavailable("lpips")))
-        if nets.lpips is not None:
-            per_frame["lpips"] = lp
-        fid = None
-        if nets.fid is not None and len(pairs.feats_ours) and sum(len(f) for f in pairs.feats_ours) >= 2:
-            from realtalk_cli.eval.inception import frechet_distance
-
-            fid = frechet_distance(np.concatenate(pairs.feats_ours), np.concatenate(pairs.feats_source))
-        metrics.append(Metric("fid", "FID, face crops", fid, "", "lower", R,
-                              unavailable("fid") if nets.fid is None else f"{sum(len(f) for f in pairs.feats_ours)} frames"))
-        cs = np.array([pairs.csim.get(i, np.nan) for i in range(n)])
-        metrics.append(Metric("csim", "CSIM (identity)", mean(cs), "", "higher", R,
-                              "" if nets.arcface is not None else unavailable("csim")))
-
-    # cross-audio
-    if mouth_curve is not None:
-        curve, curve_fps = read_mouth_curve(mouth_curve)
-        if curve_fps is not None and abs(curve_fps - options.fps) > 1e-3:
-            raise RealtalkError(f"mouth curve is at {curve_fps:g} fps, evaluation at {options.fps:g} fps (pass --fps {curve_fps:g})", mouth_curve)
-        curve = curve[start : start + n]
-        per_frame["mouth_curve"] = np.pad(curve, (0, n - len(curve)), constant_values=np.nan)
-        metrics.append(Metric("mouth_r_curve", "mouth opening r vs given curve",
-                              M.correlation(np.where(found_d, per_frame["mouth_ours"], np.nan), per_frame["mouth_curve"]),
-                              "", "higher", X, Path(mouth_curve).name))
-    if audio is not None:
-        rms = M.frame_rms(audio, n, SAMPLE_RATE, options.fps)
-        silent = M.silent_frames(rms)
-        per_frame["speech_rms"], per_frame["silent"] = rms, silent.astype(float)
-        ours = M.silent_lip_motion(np.where(found_d, per_frame["mouth_ours"], np.nan), silent)
-        note = f"{ours['silent_frames']} silent frames (RMS {M.SILENCE_DB:g} dB below the loud level, >= {M.SILENCE_MIN_FRAMES} frames)"
-        metrics += [Metric("silent_motion", "lip motion in silence, ours", ours["motion"], "px/frame", "lower", X, note),
-                    Metric("silent_opening", "mouth opening in silence, ours", ours["opening"], "px", "lower", X,
-                           f"while speaking: {ours['speech_opening']:.2f} px")]
-        if track_s is not None:
-            theirs = M.silent_lip_motion(np.where(track_s.found[:n], per_frame["mouth_source"], np.nan), silent)
-            metrics.append(Metric("silent_motion_source", "lip motion in silence, source", theirs["motion"], "px/frame", "", X))
+    metrics = _reconstruction_metrics(g, pix, pairs, per_frame) if source is not None else []
     lse = sync.result() if sync is not None else None
-    note = unavailable("lse") if nets.syncnet is None else ("" if audio is not None else "no speech: pass --speech")
-    if lse is not None:
-        note = f"audio offset {lse['offset']:+d} frames"
-    metrics += [Metric("lse_d", "LSE-D (SyncNet distance)", lse and lse["lse_d"], "", "lower", X, note),
-                Metric("lse_c", "LSE-C (SyncNet confidence)", lse and lse["lse_c"], "", "higher", X, note)]
-
+    if nets.syncnet is None:
+        lse_note = unavailable("lse")
+    else:
+        lse_note = f"audio offset {lse['offset']:+d} frames" if lse is not None else "no speech: pass --speech"
+    metrics += _cross_audio_metrics(g, curve, Path(mouth_curve).name if mouth_curve else "", audio, options.fps, lse, lse_note, per_frame)
     inputs = {"dubbed": str(dubbed), "source": None if source is None else str(source),
-              "speech": str(speech) if speech is not None else (str(dubbed) + " (own audio)" if audio is not None else None),
+              "speech": str(speech) if speech is not None else (f"{dubbed} (own audio)" if audio is not None else None),
               "mouth_curve": None if mouth_curve is None else str(mouth_curve),
-              "fps": options.fps, "frames": [start, start + n], "crop_size": S,
-              "faces_found": {"dubbed": int(found_d.sum()), **({"source": int(track_s.found[:n].sum())} if track_s is not None else {})}}
+              "fps": options.fps, "frames": [start, start + g.n], "crop_size": options.crop_size,
+              "faces_found": {"dubbed": int(g.found_d.sum()), **({"source": int(g.found_s.sum())} if source is not None else {})}}
     return EvalResult(inputs, metrics, per_frame)
 
 
