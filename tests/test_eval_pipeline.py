@@ -184,3 +184,22 @@ def test_reference_mouth_baseline(clips, tmp_path):
         assert diff[: h // 5].mean() < 3, t  # forehead and background: the source (re-encoded)
         # the mouth is frame 0's: darker than frame t's by about 4 t (where the source is not clipped at 255)
         assert 2.5 * t <= np.median(diff[mouth]) <= 4 * t + 3, (t, np.median(diff[mouth]))
+
+
+@pytest.mark.shared
+def test_real_clip_static_mouth_baseline_is_worse_than_the_source(tmp_path):
+    """On a real speaker: the source against itself is ideal, the frozen-mouth baseline loses most
+    in the mask region and on the lips, and its mouth no longer follows the source's."""
+    from conftest import SHARED_DATA
+    from realtalk_cli.pipelines.evaluate import reference_mouth_baseline
+
+    video = SHARED_DATA / "video" / "mimictalk_May_5s.mp4"
+    if not video.is_file():
+        pytest.skip("shared data not available")
+    options = EvalOptions(frames=(75, 125))  # the last 40%
+    same = evaluate(video, video, options=options)
+    assert same.value("psnr") == 100.0 and same.value("m_lmd") == 0 and same.value("mouth_r_source") == pytest.approx(1.0)
+    base = evaluate(reference_mouth_baseline(video, tmp_path / "baseline.mp4"), video, options=options)
+    assert base.value("psnr_mask") < base.value("psnr") < 45 and base.value("ssim_mask") < base.value("ssim") < 1
+    assert base.value("m_lmd") > base.value("f_lmd") > 0
+    assert base.value("mouth_r_source") < 0.5
