@@ -60,16 +60,17 @@ def test_regressor_loads_public_layout_and_fits(tiny_bfm, d3dfr_checkpoint):
     state = torch.load(path, weights_only=True)["net_recon"]
     assert "backbone.layer4.2.conv3.weight" in state and "final_layers.6.bias" in state
     loaded = D3DFRRegressor.load(path)
-    x = torch.rand(1, 3, 224, 224)
+    x = torch.rand(1, 3, 64, 64)  # fully convolutional up to the pooling: a small input checks the weights
     assert torch.allclose(loaded(x), net(x), atol=1e-5) and loaded(x).shape == (1, 257)
 
     fm = load_bfm(tiny_bfm, crop_size=64)
     fitter = BFMFitter(fm, path, batch_size=2)
-    crops = np.random.default_rng(0).integers(0, 255, (3, 64, 64, 3), dtype=np.uint8)
-    landmarks = np.full((3, 478, 2), 32.0, np.float32)
-    fit = fitter.fit(crops, landmarks, np.array([True, True, False]))
-    assert fit.alpha.shape == (80,) and fit.beta.shape == (3, 64) and fit.rho.shape == (3, 6)
-    assert np.isfinite(fit.error).all() and fit.error.shape == (3,)
+    crops = np.random.default_rng(0).integers(0, 255, (2, 64, 64, 3), dtype=np.uint8)
+    landmarks = np.full((2, 478, 2), 32.0, np.float32)
+    fit = fitter.fit(crops, landmarks, np.array([True, False]))
+    assert fit.alpha.shape == (80,) and fit.beta.shape == (2, 64) and fit.rho.shape == (2, 6)
+    assert np.isfinite(fit.error).all() and fit.error.shape == (2,)
+    assert np.allclose(fit.alpha, fitter.regress(crops[:1])[0, :80], atol=1e-5)  # identity from valid frames only
 
 
 def test_bad_files(tmp_path):
@@ -90,7 +91,7 @@ def test_preprocess_with_bfm(tiny_bfm, d3dfr_checkpoint, tmp_path):
     from realtalk_cli.face.align import AlignConfig
     from realtalk_cli.pipelines import preprocess as pp
 
-    video = make_face_video(tmp_path / "short.mp4", seconds=0.4)
+    video = make_face_video(tmp_path / "short.mp4", seconds=0.24)
     config = pp.PreprocessConfig(align=AlignConfig(crop_size=64), face_model="bfm", bfm=str(tiny_bfm),
                                  d3dfr=str(d3dfr_checkpoint[0]), min_frames=5)
     result = pp.preprocess_dataset([video], tmp_path / "data", config)
@@ -98,9 +99,4 @@ def test_preprocess_with_bfm(tiny_bfm, d3dfr_checkpoint, tmp_path):
     ds = Dataset.open(tmp_path / "data")
     assert ds.face_model.kind == "bfm" and ds.face_model.n_vertices == N_V
     co = ds.clips()[0].coeffs()
-    assert co["alpha"].shape == (80,) and co["beta"].shape == (10, 64) and co["rho"].shape == (10, 6)
-    # reusing that face model by path keeps the basis (and needs no refit of the same clip)
-    again = pp.preprocess_dataset([video], tmp_path / "data2", pp.PreprocessConfig(
-        align=AlignConfig(crop_size=64), face_model=str(tmp_path / "data"), d3dfr=str(d3dfr_checkpoint[0]), min_frames=5))
-    assert Dataset.open(tmp_path / "data2").face_model.fingerprint() == ds.face_model.fingerprint()
-    assert again.clips[0]["n_frames"] == 10
+    assert co["alpha"].shape == (80,) and co["beta"].shape == (6, 64) and co["rho"].shape == (6, 6)

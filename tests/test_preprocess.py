@@ -197,6 +197,21 @@ def test_preprocess_dataset_end_to_end(videos, tmp_path):
     assert ds2.face_model.fingerprint() == fingerprint and ds2.clips("val")[0].has_coeffs
 
 
+def test_face_model_reused_by_path(videos, tmp_path):
+    """--face-model PATH: a second dataset (e.g. fine-tuning data) gets exactly the first one's basis."""
+    first = tmp_path / "first"
+    pp.preprocess_dataset([videos / "talk.mp4", videos / "other.mp4"], first, _config())
+    fm = Dataset.open(first).face_model
+    fm.save(tmp_path / "fm")  # a bare face model directory works as well as a dataset
+    for source in (first, tmp_path / "fm"):
+        out = tmp_path / f"second_{source.name}"
+        pp.preprocess_dataset([videos / "other.mp4"], out, _config(face_model=str(source)))
+        ds = Dataset.open(out)
+        assert ds.face_model.fingerprint() == fm.fingerprint()
+        before = {c.name: c for c in Dataset.open(first).clips()}["other"]
+        assert np.allclose(ds.clips()[0].coeffs()["beta"], before.coeffs()["beta"], atol=1e-4)
+
+
 def test_shards_then_merge(videos, tmp_path):
     out = tmp_path / "data"
     inputs = [videos / "talk.mp4", videos / "other.mp4"]

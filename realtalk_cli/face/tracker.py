@@ -122,15 +122,18 @@ class FaceTracker:
 
         self.config = config or TrackerConfig()
         c = self.config
-        with _quiet_stderr():  # MediaPipe's C++ start-up log lines would interleave with progress bars
+        # MediaPipe's C++ start-up log lines would interleave with progress bars. Its calculators open
+        # asynchronously, so a blank frame is processed here to finish start-up while stderr is quiet.
+        with _quiet_stderr(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
             self._mesh = mp.solutions.face_mesh.FaceMesh(
                 static_image_mode=False, max_num_faces=c.max_faces, refine_landmarks=True,
                 min_detection_confidence=c.min_detection_confidence, min_tracking_confidence=c.min_tracking_confidence)
+            self._mesh.process(np.zeros((64, 64, 3), np.uint8))
         self.fps = fps
         self._filter = OneEuroFilter(fps, c.min_cutoff, c.beta, c.d_cutoff)
         self._last: np.ndarray | None = None  # last chosen face (unsmoothed)
         self._lost = 0
-        self._first = True
         self.n_faces = 0
 
     def close(self) -> None:
@@ -145,11 +148,9 @@ class FaceTracker:
     def detect(self, frame: np.ndarray) -> list[np.ndarray]:
         """All faces MediaPipe returns for this frame, as [478, 3] pixel arrays."""
         h, w = frame.shape[:2]
-        # the graph starts lazily on the first frame, with more C++ log lines
-        with _quiet_stderr() if self._first else contextlib.nullcontext(), warnings.catch_warnings():
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # protobuf deprecation noise inside mediapipe
             result = self._mesh.process(np.ascontiguousarray(frame))
-        self._first = False
         faces = []
         for face in result.multi_face_landmarks or []:
             pts = np.array([(p.x, p.y, p.z) for p in face.landmark], np.float32)
