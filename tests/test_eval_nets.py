@@ -11,7 +11,7 @@ from realtalk_cli.errors import RealtalkError
 from realtalk_cli.eval.arcface import ARCFACE_TEMPLATE, MESH_FIVE, IResNet, IResNetConfig, aligned_face
 from realtalk_cli.eval.inception import FEATURE_DIM, FIDInceptionV3, frechet_distance
 from realtalk_cli.eval.lpips import LPIPS, LPIPSConfig
-from realtalk_cli.eval.syncnet import SyncNet, embed, lse
+from realtalk_cli.eval.syncnet import LSEScorer, SyncNet, lse
 
 
 def randomised(model: torch.nn.Module, seed: int = 0) -> dict:
@@ -137,9 +137,11 @@ def test_syncnet_round_trip_and_lse(tmp_path):
     loaded = SyncNet.from_file(path)
     assert_loaded(loaded, state)
     rng = np.random.default_rng(0)
-    crops = rng.integers(0, 255, (7, 224, 224, 3), dtype=np.uint8)
-    video, audio = embed(loaded, crops, rng.normal(0, 0.1, 7 * 640).astype(np.float32))
-    assert video.shape == audio.shape == (3, 1024)
+    scorer = LSEScorer(loaded, rng.normal(0, 0.1, 9 * 640).astype(np.float32), batch_size=2)
+    for _ in range(10):  # one frame more than the audio: syncnet_python's count, min(frames, audio) - 5
+        scorer.add(rng.integers(0, 255, (112, 112, 3), dtype=np.uint8))
+    video, audio = scorer.embeddings()
+    assert video.shape == audio.shape == (4, 1024)
     # audio embedding k equal to video embedding k + 2: found at syncnet_python's offset +2, distance 0
     ahead = torch.cat([video[2:], torch.zeros(2, 1024)])
     out = lse(video, ahead, vshift=3)

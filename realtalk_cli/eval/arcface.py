@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 

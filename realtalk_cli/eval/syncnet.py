@@ -2,7 +2,7 @@
 
 The network is `syncnet_python`'s SyncNetModel (checkpoint `syncnet_v2.model`: `netcnnaud.0.weight`,
 `netfcaud.0.weight`, `netcnnlip.0.weight`, `netfclip.3.bias`, ...). `realtalk eval --syncnet-weights PATH`.
-Inputs as in syncnet_python: 5 consecutive 224x224 RGB face crops in 0..255 (no normalisation)
+Inputs as in syncnet_python: 5 consecutive 224x224 face crops, BGR in 0..255 (no normalisation),
 against 13 MFCC x 20 steps (0.2 s of audio at 100 Hz, computed like python_speech_features on
 int16-scaled samples).
 
@@ -16,7 +16,9 @@ this tool, and only roughly with published tables.
 from __future__ import annotations
 
 import os
+from collections import deque
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -64,7 +66,7 @@ class SyncNet(nn.Module):
         return self.netfcaud(self.netcnnaud(mfcc).flatten(1))
 
     def forward_lip(self, frames: Tensor) -> Tensor:
-        """[B, 3, 5, 224, 224] RGB 0..255 -> [B, D]."""
+        """[B, 3, 5, 224, 224] BGR 0..255 -> [B, D]."""
         return self.netfclip(self.netcnnlip(frames).flatten(1))
 
     @classmethod
@@ -103,21 +105,57 @@ def mfcc(audio: np.ndarray, sr: int = 16000) -> np.ndarray:
     return feat
 
 
-@torch.no_grad()
-def embed(model: SyncNet, crops: np.ndarray, audio: np.ndarray, sr: int = 16000, batch: int = 20) -> tuple[Tensor, Tensor]:
-    """Video and audio embeddings [W, D] for the W = T - 4 windows of `crops` [T, 224, 224, 3] uint8."""
-    cc = torch.from_numpy(mfcc(audio, sr).T.astype(np.float32))  # [13, N]
-    video = torch.from_numpy(np.ascontiguousarray(crops)).float().permute(3, 0, 1, 2)  # [3, T, H, W]
-    n = len(crops) - WINDOW + 1
-    need = (n - 1) * MFCC_PER_FRAME + 20
-    if cc.shape[1] < need:  # speech shorter than the video: silence after it
-        cc = F.pad(cc, (0, need - cc.shape[1]))
-    vid, aud = [], []
-    for s in range(0, n, batch):
-        idx = range(s, min(n, s + batch))
-        vid.append(model.forward_lip(torch.stack([video[:, i : i + WINDOW] for i in idx])))
-        aud.append(model.forward_aud(torch.stack([cc[None, :, i * MFCC_PER_FRAME : i * MFCC_PER_FRAME + 20] for i in idx])))
-    return torch.cat(vid), torch.cat(aud)
+class LSEScorer:
+    """Streams face crops (RGB uint8, any square size) of a video with its speech into SyncNet.
+
+    Follows syncnet_python's `evaluate`: crops resized to 224x224 in BGR channel order (it reads frames
+    with cv2.imread), 5-frame windows starting at every frame up to min(frames, audio frames) - 5, audio
+    windows of 20 MFCC steps starting at 4 steps per frame. Memory: the last 5 crops and one batch.
+    """
+
+    def __init__(self, model: SyncNet, audio: np.ndarray, sr: int = 16000, batch_size: int = 20,
+                 device: torch.device | str = "cpu"):
+        self.model, self.batch_size, self.device = model, batch_size, torch.device(device)
+        self.cc = torch.from_numpy(mfcc(audio, sr).T.astype(np.float32))  # [13, N]
+        self.audio_frames = int(len(audio) // (sr / 25))  # whole video frames of audio
+        self.recent: deque = deque(maxlen=WINDOW)
+        self.pending: list[np.ndarray] = []
+        self.video: list[Tensor] = []
+        self.frames = 0
+
+    def add(self, crop: np.ndarray) -> None:
+        bgr = cv2.resize(crop, (INPUT_SIZE, INPUT_SIZE), interpolation=cv2.INTER_AREA)[..., ::-1]
+        self.recent.append(bgr)
+        self.frames += 1
+        if len(self.recent) == WINDOW:
+            self.pending.append(np.stack(self.recent))
+            if len(self.pending) >= self.batch_size:
+                self._flush()
+
+    @torch.no_grad()
+    def _flush(self) -> None:
+        if self.pending:
+            x = torch.from_numpy(np.stack(self.pending)).to(self.device).float().permute(0, 4, 1, 2, 3)  # [B, 3, 5, H, W]
+            self.video.append(self.model.forward_lip(x).cpu())
+            self.pending = []
+
+    @torch.no_grad()
+    def embeddings(self) -> tuple[Tensor, Tensor] | None:
+        """(video, audio) embeddings [W, D] of the W windows; None when there are none."""
+        self._flush()
+        n = min(self.frames, self.audio_frames) - WINDOW
+        if n < 1:
+            return None
+        video = torch.cat(self.video)[:n]
+        span = 20
+        starts = [i * MFCC_PER_FRAME for i in range(n)]
+        audio = [self.model.forward_aud(torch.stack([self.cc[None, :, s : s + span] for s in starts[k : k + self.batch_size]]).to(self.device)).cpu()
+                 for k in range(0, n, self.batch_size)]
+        return video, torch.cat(audio)
+
+    def result(self, vshift: int = VSHIFT) -> dict[str, float] | None:
+        emb = self.embeddings()
+        return None if emb is None else lse(*emb, vshift=vshift)
 
 
 def lse(video_emb: Tensor, audio_emb: Tensor, vshift: int = VSHIFT) -> dict[str, float]:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -213,46 +212,6 @@ class _PairBatcher:
             self.csim.update(zip([idx[k] for k in have], cosine_similarity(eo, es).cpu().tolist()))
 
 
-class _SyncWindows:
-    """Streams dubbed face crops into SyncNet's 5-frame windows; audio embeddings per window."""
-
-    def __init__(self, model, audio: np.ndarray, batch_size: int, device: torch.device):
-        from realtalk_cli.eval import syncnet
-
-        self.sn, self.model, self.device, self.batch_size = syncnet, model, device, batch_size
-        self.cc = torch.from_numpy(syncnet.mfcc(audio, SAMPLE_RATE).T.astype(np.float32))  # [13, N]
-        self.recent: deque = deque(maxlen=syncnet.WINDOW)
-        self.windows: list[np.ndarray] = []
-        self.video: list[torch.Tensor] = []
-        self.n = 0
-
-    def add(self, crop: np.ndarray) -> None:
-        self.recent.append(cv2.resize(crop, (self.sn.INPUT_SIZE, self.sn.INPUT_SIZE), interpolation=cv2.INTER_AREA))
-        if len(self.recent) == self.sn.WINDOW:
-            self.windows.append(np.stack(self.recent))
-            if len(self.windows) >= self.batch_size:
-                self.flush()
-
-    @torch.no_grad()
-    def flush(self) -> None:
-        if self.windows:
-            x = torch.from_numpy(np.stack(self.windows)).to(self.device).float().permute(0, 4, 1, 2, 3)  # [B, 3, 5, H, W]
-            self.video.append(self.model.forward_lip(x).cpu())
-            self.n += len(self.windows)
-            self.windows = []
-
-    @torch.no_grad()
-    def result(self) -> dict[str, float] | None:
-        self.flush()
-        if self.n < 1:
-            return None
-        step, span = self.sn.MFCC_PER_FRAME, 20
-        cc = torch.nn.functional.pad(self.cc, (0, max(0, (self.n - 1) * step + span - self.cc.shape[1])))
-        aud = [self.model.forward_aud(torch.stack([cc[None, :, i * step : i * step + span] for i in range(s, min(self.n, s + 64))]).to(self.device)).cpu()
-               for s in range(0, self.n, 64)]
-        return self.sn.lse(torch.cat(self.video), torch.cat(aud))
-
-
 # -- the protocols --------------------------------------------------------------------------------
 @dataclass
 class _Geometry:
@@ -295,7 +254,7 @@ def _geometry(track_d: FaceTrack, track_s: FaceTrack | None, info_d, info_s, cro
 
 
 def _pixel_pass(dubbed, source, info_d, info_s, options: EvalOptions, g: _Geometry, track_d: FaceTrack,
-                track_s: FaceTrack | None, pairs: _PairBatcher, sync: _SyncWindows | None, p) -> dict[str, np.ndarray]:
+                track_s: FaceTrack | None, pairs: _PairBatcher, sync, p) -> dict[str, np.ndarray]:
     """Stream both videos once: per-frame PSNR/SSIM, and crops for the networks. Returns the curves."""
     S, n = options.crop_size, g.n
     pix = {k: np.full(n, np.nan) for k in ("psnr", "ssim", "psnr_mask", "ssim_mask")}
@@ -427,7 +386,11 @@ def evaluate(dubbed: str | os.PathLike, source: str | os.PathLike | None = None,
             audio = load_audio(speech if speech is not None else dubbed, SAMPLE_RATE)
             a0 = int(round(start * SAMPLE_RATE / options.fps))
             audio = audio[a0 : a0 + int(round(g.n * SAMPLE_RATE / options.fps))]
-        sync = _SyncWindows(nets.syncnet, audio, options.batch_size, device) if nets.syncnet is not None and audio is not None else None
+        sync = None
+        if nets.syncnet is not None and audio is not None:
+            from realtalk_cli.eval.syncnet import LSEScorer
+
+            sync = LSEScorer(nets.syncnet, audio, SAMPLE_RATE, options.batch_size, device)
         pairs = _PairBatcher(nets, options.batch_size)
         pix = None
         if source is not None or sync is not None:
