@@ -11,7 +11,7 @@ from conftest import make_tiny_dataset
 from realtalk_cli.nets.vgg import VGG19Features
 from realtalk_cli.pipelines.e2f_infer import load_renderer, render
 from realtalk_cli.train import run
-from realtalk_cli.train.e2f_task import E2FTask, masked_psnr, masked_ssim
+from realtalk_cli.train.e2f_task import E2FTask
 from realtalk_cli.train.run import merge, read_config
 
 TINY = "models/configs/e2f_tiny.json"
@@ -131,18 +131,3 @@ def test_reference_modes_and_bad_config(data_dir, tmp_path):
         E2FTask(data_dir, merge(base, {"task": {"reference": "last"}}), torch.device("cpu"))
     with pytest.raises(Exception, match="unknown e2f model"):
         E2FTask(data_dir, merge(base, {"model": {"widht": 3}}), torch.device("cpu"))
-
-
-def test_masked_metrics_match_scikit_image():
-    skimage_metrics = pytest.importorskip("skimage.metrics")
-    rng = np.random.default_rng(0)
-    x = rng.uniform(0, 1, (48, 48, 3))
-    y = np.clip(x + rng.normal(0, 0.1, x.shape), 0, 1)
-    t = lambda a: torch.tensor(a, dtype=torch.float64).permute(2, 0, 1)[None]  # noqa: E731
-    interior = torch.zeros(1, 1, 48, 48, dtype=torch.float64)
-    interior[..., 5:-5, 5:-5] = 1  # scikit-image averages the SSIM map without its 5-pixel border
-    ref = skimage_metrics.structural_similarity(x, y, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
-                                                data_range=1.0, channel_axis=2)
-    assert masked_ssim(t(x), t(y), interior).item() == pytest.approx(ref, abs=1e-6)
-    full = torch.ones_like(interior)
-    assert masked_psnr(t(x), t(y), full).item() == pytest.approx(skimage_metrics.peak_signal_noise_ratio(y, x, data_range=1.0), abs=1e-6)

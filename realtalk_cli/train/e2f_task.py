@@ -15,8 +15,8 @@ Data: every crop is decoded once and kept in memory at the model resolution when
 `cache_mb` (a batch is then a gather, far faster than a GPU step); otherwise crops are decoded per
 batch. `data_ms` in metrics.jsonl is the time sample_batch took (decode, upload, masks).
 
-Validation (held-out frames, reference = the clip's first training frame): L1, PSNR and SSIM over
-the mask region (where the network generates), the same for the baseline that pastes the
+Validation (held-out frames, reference = the clip's first training frame): L1, PSNR and SSIM
+(eval/metrics.py) over the mask region (where the network generates), the same for the baseline that pastes the
 reference's lower face (M * I_s + (1 - M) * I_r), and a preview grid
 <run>/previews/step_XXXXXXX.png with rows of (masked input | reference | output | target).
 """
@@ -24,6 +24,7 @@ reference's lower face (M * I_s + (1 - M) * I_r), and a preview grid
 from __future__ import annotations
 
 import time
+from collections import defaultdict
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -35,6 +36,7 @@ from torch import Tensor
 
 from realtalk_cli.data.dataset import Clip, Dataset
 from realtalk_cli.errors import RealtalkError, UsageError
+from realtalk_cli.eval.metrics import psnr, ssim
 from realtalk_cli.fsutil import atomic_file
 from realtalk_cli.nets.discriminator import DiscriminatorConfig, PatchDiscriminator
 from realtalk_cli.nets.mask import MaskConfig
@@ -155,7 +157,6 @@ class E2FTask(Task):
             self.perceptual = PerceptualLoss(VGG19Features.from_file(self.tc.vgg_weights)).to(device)
         elif self.tc.w_vgg > 0:
             console.log("[yellow]e2f: no VGG19 weights given (task.vgg_weights): the perceptual loss is OFF[/]")
-        self.trainer = None  # set by train_step: validation writes previews into the run directory
         self._data_s = 0.0
 
     def _split(self, chosen: list[tuple[Clip, str]]) -> None:
@@ -232,7 +233,6 @@ class E2FTask(Task):
         return loss, metrics
 
     def train_step(self, batch: dict[str, Tensor], trainer) -> dict[str, float]:
-        self.trainer = trainer
         disc = self.models.get("discriminator")
         if disc is not None:
             disc.requires_grad_(False)  # the generator step must not accumulate D gradients
@@ -256,20 +256,20 @@ class E2FTask(Task):
     def evaluate(self, idx: np.ndarray) -> tuple[dict[str, float], dict[str, Tensor]]:
         """Metrics of frames `idx` (reference: each clip's first training frame) and the first batch's images."""
         net = unwrap(self.models["renderer"])
-        sums: dict[str, float] = {}
+        sums: dict[str, float] = defaultdict(float)
         first = None
         for lo in range(0, len(idx), self.tc.batch_size):
             chunk = idx[lo : lo + self.tc.batch_size]
             b = self.make_batch(chunk, self.ref_first[self.clip_of[chunk]])
             out = net(b["source"], b["reference"], b["coeffs"], b["keep"]).float()
             paste = b["keep"] * b["source"] + (1 - b["keep"]) * b["reference"]
-            region = (b["keep"] < 0.5).float()
-            m = {"l1": (out - b["source"]).abs().mean(dim=(1, 2, 3)),
-                 "psnr_mask": masked_psnr(out, b["source"], region), "ssim_mask": masked_ssim(out, b["source"], region),
-                 "paste_psnr_mask": masked_psnr(paste, b["source"], region),
-                 "paste_ssim_mask": masked_ssim(paste, b["source"], region)}
-            for k, v in m.items():
-                sums[k] = sums.get(k, 0.0) + v.sum().item()
+            region = (b["keep"] < 0.5)[:, 0].cpu().numpy()  # where the network generates
+            target = to_float255(b["source"])
+            for name, img in (("", out), ("paste_", paste)):
+                for x, y, r in zip(to_float255(img), target, region):
+                    sums[f"{name}psnr_mask"] += psnr(x, y, r)
+                    sums[f"{name}ssim_mask"] += ssim(x, y, r)
+            sums["l1"] += (out - b["source"]).abs().mean(dim=(1, 2, 3)).sum().item()
             if first is None:
                 first = {**b, "output": out}
         return {k: v / len(idx) for k, v in sums.items()}, first
@@ -296,29 +296,9 @@ def build_task(data: str | Path, config: dict, device: torch.device) -> E2FTask:
 # --- metrics and previews ------------------------------------------------------------------------
 
 
-def masked_psnr(x: Tensor, y: Tensor, region: Tensor) -> Tensor:
-    """PSNR [B] (dB, images in [0,1]) over the pixels where region [B,1,H,W] is 1."""
-    se = ((x - y) ** 2 * region).sum(dim=(1, 2, 3))
-    mse = se / (3 * region.sum(dim=(1, 2, 3))).clamp_min(1.0)
-    return 10 * torch.log10(1.0 / mse.clamp_min(1e-10))
-
-
-def masked_ssim(x: Tensor, y: Tensor, region: Tensor) -> Tensor:
-    """SSIM [B] averaged over the region's pixels and the RGB channels.
-
-    The SSIM map is the standard one (Wang et al. 2004: 11x11 Gaussian window, sigma 1.5,
-    K1 = 0.01, K2 = 0.03, data range 1), computed per channel on the whole image; only its average
-    is restricted to the region, so the window still sees the pixels around the region's edge.
-    """
-    C1, C2 = 0.01**2, 0.03**2
-    g = torch.exp(-((torch.arange(11, dtype=x.dtype, device=x.device) - 5) ** 2) / (2 * 1.5**2))
-    g = g / g.sum()
-    win = (g[:, None] * g[None, :]).expand(3, 1, 11, 11)
-    blur = lambda t: F.conv2d(t, win, padding=5, groups=3)  # noqa: E731
-    mx, my = blur(x), blur(y)
-    vx, vy, cxy = blur(x * x) - mx * mx, blur(y * y) - my * my, blur(x * y) - mx * my
-    ssim = ((2 * mx * my + C1) * (2 * cxy + C2)) / ((mx * mx + my * my + C1) * (vx + vy + C2))
-    return (ssim * region).sum(dim=(1, 2, 3)) / (3 * region.sum(dim=(1, 2, 3))).clamp_min(1.0)
+def to_float255(x: Tensor) -> np.ndarray:
+    """[B,3,H,W] in [0,1] -> float [B,H,W,3] in 0..255 (eval.metrics' convention, no rounding)."""
+    return (x.clamp(0, 1) * 255).permute(0, 2, 3, 1).double().cpu().numpy()
 
 
 def write_preview(path: Path, b: dict[str, Tensor], rows: int) -> None:
