@@ -116,6 +116,18 @@ def test_speaker_choice_two_faces():
     assert centre_x(TrackerConfig(bbox=(0, 0, 170, 150))) < 150
 
 
+def test_shot_change_starts_a_new_clip():
+    """The same face jumping across the frame (a cut) is followed at once and splits the clip there."""
+    left = [np.pad(f, ((0, 0), (0, 160), (0, 0)), mode="edge") for f in astronaut_frames(20, (192, 160))]
+    right = [np.pad(f, ((0, 0), (160, 0), (0, 0)), mode="edge") for f in astronaut_frames(20, (192, 160), seed=1)]
+    track = track_frames(left + right)
+    assert track.found.all() and np.flatnonzero(track.cuts).tolist() == [20]
+    assert pp.segments(track.found, 12, 10, track.cuts) == [(0, 20), (20, 40)]
+    # smoothing stays on each side of the cut: no frame is dragged towards the other shot
+    x = track.landmarks[:, 1, 0]
+    assert x[19] < 150 and x[20] > 250
+
+
 def test_speaker_choice_options():
     assert TrackerConfig(face_index=2).max_faces == 3
     with pytest.raises(UsageError):

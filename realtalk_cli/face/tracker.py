@@ -2,7 +2,8 @@
 
 One speaker per video: the largest face at the start by default, or the `face_index`-th face from
 the left, or the face overlapping a `bbox`; then the same face is followed by proximity, so a
-second person entering the shot never steals the track. Landmarks are smoothed with a One-Euro
+second person entering the shot never steals the track. A jump of the face (a shot change) is
+flagged in `cuts`, where preprocessing starts a new clip. Landmarks are smoothed with a One-Euro
 filter (strong at rest, where tracker jitter dominates; light during fast lip motion): online in
 `FaceTracker.update`, zero-phase (forward and backward) in `track_frames`/`smooth_landmarks`, which
 preprocessing uses so lip motion is not delayed. Frames without the face are flagged (found=False,
@@ -30,7 +31,7 @@ class TrackerConfig:
     bbox: tuple[float, float, float, float] | None = None  # x0, y0, x1, y1 in source pixels
     min_detection_confidence: float = 0.5
     min_tracking_confidence: float = 0.5
-    reselect_after: float = 1.0  # seconds lost before the face is chosen again by the start rule
+    reselect_after: float = 1.0  # seconds to wait for the speaker to reappear while other faces are visible
     smooth: bool = True
     # One-Euro (offline, zero-phase), tuned on a real expressive clip: rigid jitter -38%, lip-opening
     # peaks -3%, a 4 Hz (syllable-rate) mouth motion keeps 88% of its amplitude
@@ -59,6 +60,7 @@ class FaceTrack:
     width: int
     height: int
     n_faces: np.ndarray = field(default=None)  # [T] faces MediaPipe returned
+    cuts: np.ndarray = field(default=None)  # [T] bool: the face jumped here (a shot change): a new track starts
 
     def __len__(self) -> int:
         return len(self.found)
@@ -163,12 +165,17 @@ class FaceTracker:
         c = self.config
         if not faces:
             return None
-        if self._last is not None and self._lost <= c.reselect_after * self.fps:
-            # follow the same person: nearest centre, within half a face size
+        if self._last is not None:
+            # follow the same person: the nearest face within half a face size
             size = np.ptp(self._last[:, :2], 0).max()
             dist = [np.linalg.norm(f[:, :2].mean(0) - self._last[:, :2].mean(0)) for f in faces]
             k = int(np.argmin(dist))
-            return faces[k] if dist[k] < 0.5 * size else None
+            if dist[k] < 0.5 * size:
+                return faces[k]
+            # nobody near: a lone face is taken as the speaker after a shot change (a cut starts a new
+            # clip anyway); among several, wait a while rather than jump to someone else
+            if len(faces) > 1 and self._lost <= c.reselect_after * self.fps:
+                return None
         if c.bbox is not None:
             overlap = [_iou(_box(f), np.asarray(c.bbox, np.float32)) for f in faces]
             return faces[int(np.argmax(overlap))] if max(overlap) > 0 else None
@@ -191,16 +198,37 @@ class FaceTracker:
         return self._filter(face, scale=float(np.ptp(face[:, :2], 0).max()))
 
 
-def smooth_landmarks(landmarks: np.ndarray, found: np.ndarray, fps: float, config: TrackerConfig | None = None) -> np.ndarray:
+def detect_cuts(landmarks: np.ndarray, found: np.ndarray, jump: float = 0.3) -> np.ndarray:
+    """bool [T]: True where the face centre moved more than `jump` face sizes, or its size changed by
+    more than that fraction, since the previous frame with a face: a shot change, not head motion
+    (a fast head turn moves the centre by ~0.05 face sizes per frame at 25 fps)."""
+    cuts = np.zeros(len(found), bool)
+    t = np.flatnonzero(found)
+    if len(t) < 2:
+        return cuts
+    centre = landmarks[t, :, :2].mean(1)
+    size = np.ptp(landmarks[t, :, :2], axis=1).max(-1)
+    moved = np.linalg.norm(np.diff(centre, axis=0), axis=1) / size[:-1]
+    resized = np.abs(np.log(size[1:] / size[:-1]))
+    cuts[t[1:][(moved > jump) | (resized > np.log1p(jump))]] = True
+    return cuts
+
+
+def smooth_landmarks(landmarks: np.ndarray, found: np.ndarray, fps: float, config: TrackerConfig | None = None,
+                     cuts: np.ndarray | None = None) -> np.ndarray:
     """Zero-phase One-Euro smoothing for a whole track (offline): the mean of a forward and a
-    backward pass over each run of found frames. The online filter in `FaceTracker.update` delays
-    fast lip motion by about a frame; averaging both directions cancels that delay."""
+    backward pass over each run of found frames (runs also end at `cuts`). The online filter in
+    `FaceTracker.update` delays fast lip motion by about a frame; averaging both directions cancels
+    that delay."""
     c = config or TrackerConfig()
     out = landmarks.copy()
     t = np.flatnonzero(found)
     if len(t) == 0:
         return out
-    runs = np.split(t, np.flatnonzero(np.diff(t) > 1) + 1)
+    new_run = np.diff(t) > 1
+    if cuts is not None:
+        new_run |= cuts[t[1:]]
+    runs = np.split(t, np.flatnonzero(new_run) + 1)
     f = OneEuroFilter(fps, c.min_cutoff, c.beta, c.d_cutoff)
     for run in runs:
         seq = landmarks[run]
@@ -230,6 +258,7 @@ def track_frames(frames, fps: float = 25.0, config: TrackerConfig | None = None,
                 on_frame(i)
     lm = np.stack(landmarks) if landmarks else np.zeros((0, mesh.N_LANDMARKS, 3), np.float32)
     found = np.array(found, bool)
+    cuts = detect_cuts(lm, found)
     if config.smooth:
-        lm = smooth_landmarks(lm, found, fps, config)
-    return FaceTrack(lm.astype(np.float32), found, fps, size[1], size[0], np.array(n_faces, np.int16))
+        lm = smooth_landmarks(lm, found, fps, config, cuts)
+    return FaceTrack(lm.astype(np.float32), found, fps, size[1], size[0], np.array(n_faces, np.int16), cuts)

@@ -2,7 +2,8 @@
 
 Per source video (parallel over `workers` processes, each source atomic and resumable):
   1. track the face at 25 fps (MediaPipe, One-Euro smoothing); frames without the face are flagged;
-  2. split at gaps longer than `max_gap` frames (shorter gaps are interpolated and marked invalid);
+  2. split at shot changes and at gaps longer than `max_gap` frames (shorter gaps are interpolated
+     and marked invalid);
   3. smoothed crop transforms; a second decode pass cuts the crops and writes each segment as a clip
      with its 16 kHz audio and audio features.
 Then, for the whole dataset (cheap, single process):
@@ -77,6 +78,7 @@ class VideoTrack:
     width: int
     height: int
     n_faces: np.ndarray  # [T] faces visible
+    cuts: np.ndarray  # [T] bool: a shot change starts here (tracks, smoothing and clips break there)
 
     def crop_landmarks(self) -> np.ndarray:
         """[T, 478, 3] landmarks in crop pixels (z scaled like x, y)."""
@@ -98,6 +100,12 @@ def interpolate_gaps(landmarks: np.ndarray, found: np.ndarray) -> np.ndarray:
     return out
 
 
+def shots(cuts: np.ndarray) -> list[tuple[int, int]]:
+    """[start, end) frame ranges between shot changes, covering all frames."""
+    bounds = [0, *np.flatnonzero(cuts).tolist(), len(cuts)]
+    return [(s, e) for s, e in zip(bounds[:-1], bounds[1:]) if e > s]
+
+
 def track_video(path: str | os.PathLike, tracker: TrackerConfig | None = None, align_config: align.AlignConfig | None = None,
                 on_frame=None) -> VideoTrack:
     """Track the speaker through a video at 25 fps and compute the crop transforms."""
@@ -106,18 +114,26 @@ def track_video(path: str | os.PathLike, tracker: TrackerConfig | None = None, a
     align_config = align_config or align.AlignConfig()
     reader = VideoReader(path, fps=FPS)
     track = track_frames(reader, FPS, tracker, on_frame)
-    landmarks = interpolate_gaps(track.landmarks, track.found)
-    transforms = align.crop_transforms(landmarks, track.found, align_config) if track.found.any() else \
-        np.zeros((len(track), 2, 3), np.float32)
-    return VideoTrack(landmarks, track.found, transforms, track.width, track.height, track.n_faces)
+    landmarks = np.full_like(track.landmarks, np.nan)
+    transforms = np.zeros((len(track), 2, 3), np.float32)
+    for s, e in shots(track.cuts):  # never interpolate or smooth across a shot change
+        found = track.found[s:e]
+        if found.any():
+            landmarks[s:e] = interpolate_gaps(track.landmarks[s:e], found)
+            transforms[s:e] = align.crop_transforms(landmarks[s:e], found, align_config)
+    return VideoTrack(landmarks, track.found, transforms, track.width, track.height, track.n_faces, track.cuts)
 
 
-def segments(found: np.ndarray, max_gap: int, min_frames: int) -> list[tuple[int, int]]:
-    """[start, end) frame ranges of continuous tracking: gaps <= max_gap are bridged, longer ones split."""
+def segments(found: np.ndarray, max_gap: int, min_frames: int, cuts: np.ndarray | None = None) -> list[tuple[int, int]]:
+    """[start, end) frame ranges of continuous tracking: gaps <= max_gap are bridged, longer ones and
+    shot changes (`cuts`) split."""
     t = np.flatnonzero(found)
     if len(t) == 0:
         return []
-    breaks = np.flatnonzero(np.diff(t) > max_gap + 1)
+    split = np.diff(t) > max_gap + 1
+    if cuts is not None:
+        split |= cuts[t[1:]]
+    breaks = np.flatnonzero(split)
     starts = np.concatenate([[t[0]], t[breaks + 1]])
     ends = np.concatenate([t[breaks], [t[-1]]]) + 1
     return [(int(s), int(e)) for s, e in zip(starts, ends) if e - s >= min_frames]
@@ -161,7 +177,7 @@ def preprocess_video(path: str | os.PathLike, out: str | os.PathLike, name: str,
     track = track_video(path, config.tracker, config.align, on_frame)
     t2 = time.time()
     n = len(track.found)
-    spans = segments(track.found, config.max_gap, config.min_frames)
+    spans = segments(track.found, config.max_gap, config.min_frames, track.cuts)
     if not spans:
         raise RealtalkError(f"no face tracked for {config.min_frames} frames in a row "
                             f"(found in {int(track.found.sum())} of {n} frames)", path)
@@ -187,7 +203,8 @@ def preprocess_video(path: str | os.PathLike, out: str | os.PathLike, name: str,
     kept = sum(c["n_frames"] for c in clips)
     t3 = time.time()
     return {"name": name, "source": str(path), "status": "ok", "clips": clips, "frames": n, "kept": kept,
-            "dropped": n - kept, "missing": int((~track.found).sum()), "seconds": round(t3 - t0, 2),
+            "dropped": n - kept, "missing": int((~track.found).sum()), "cuts": int(track.cuts.sum()),
+            "seconds": round(t3 - t0, 2),
             # where the time goes: probe + audio decode, tracking pass, crop pass (+ features, writing)
             "timing": {"open": round(t1 - t0, 2), "track": round(t2 - t1, 2), "crops": round(t3 - t2, 2)}}
 
