@@ -301,9 +301,27 @@ def eval_(
     Console(width=None if sys.stdout.isatty() else 120).print(rep.table(result, f"realtalk eval: {video.name}, frames {result.inputs['frames'][0]}:{result.inputs['frames'][1]}"))
 
 
+def _quiet_native_stderr() -> None:
+    """MediaPipe/TFLite log from C++ threads straight to file descriptor 2, at times no Python code
+    controls. Our own messages keep the real stderr (a duplicate); fd 2 itself goes to /dev/null."""
+    import os
+
+    try:
+        sys.stderr.flush()
+        real = os.fdopen(os.dup(2), "w", buffering=1, encoding=sys.stderr.encoding or "utf-8", errors="replace")
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+        sys.stderr = real  # rich consoles made with stderr=True write to whatever sys.stderr is
+    except (OSError, ValueError):  # no usable fd 2 (embedded interpreters): leave things as they are
+        pass
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     args = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in args
+    if not debug:
+        _quiet_native_stderr()
     try:
         # standalone mode: typer/click print usage errors themselves and exit 2
         app(args=args, prog_name="realtalk", standalone_mode=True)

@@ -51,11 +51,10 @@ class VideoReader:
         vf, seek = f"fps={self.fps}", []
         if self.start > 0 or self.stop is not None:
             # keep absolute timestamps (from zero) so the fps grid is the same as in a full read, seek to
-            # a little before the range, and let trim cut frames by their time on that grid
-            t0 = max(0.0, (self.start - 0.5) / self.fps)
-            t1 = "" if self.stop is None else f":end={(self.stop - 0.5) / self.fps:.6f}"
-            vf += f",trim=start={t0:.6f}{t1}"
-            seek = ["-ss", f"{max(0.0, t0 - 2.0):.6f}", "-copyts", "-start_at_zero"]
+            # a little before the range, and cut by pts: the fps filter's timebase is 1/fps, so pts = index
+            end = "" if self.stop is None else f":end_pts={int(self.stop)}"
+            vf += f",trim=start_pts={self.start}{end}"
+            seek = ["-ss", f"{max(0.0, self.start / self.fps - 2.0):.6f}", "-copyts", "-start_at_zero"]
         cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", *seek, "-i", self.path,
                "-map", "0:v:0", "-vf", vf, "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
         self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._stderr, bufsize=0)

@@ -213,12 +213,14 @@ class Dubber:
                         break
                     with clock("track"):
                         lm = tracker.update(frame)
-                    if lm is None:
+                    found.append(lm is not None)
+                    if lm is None:  # crop parameters are interpolated over the gap later
                         lm = np.full((n_lm or 478, 3), np.nan, np.float32)
+                        params.append(np.full(4, np.nan))
+                    else:
+                        params.append(align.frame_params(lm[None], self.align_config)[0])
                     n_lm = lm.shape[0]
                     spill.write(lm.astype(np.float32).tobytes())
-                    found.append(bool(np.isfinite(lm[0, 0])))
-                    params.append(align.frame_params(np.nan_to_num(lm)[None], self.align_config)[0])
                     p.update(task, advance=1, info=f"{sum(found)} faces")
             spill.close()
             found = np.array(found, bool)

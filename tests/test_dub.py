@@ -1,0 +1,163 @@
+"""`realtalk dub` end to end on a generated face clip with a tiny, briefly trained model."""
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from mediagen import make_face_video, make_video, sine
+from realtalk_cli.face import align
+from realtalk_cli.media import VideoReader, load_audio, probe
+from realtalk_cli.pipelines.dub import DubOptions, Dubber
+
+CONFIGS = Path(__file__).resolve().parents[1] / "models" / "configs"
+
+
+def cli(*args, check=True):
+    r = subprocess.run([sys.executable, "-m", "realtalk_cli", "--quiet", *map(str, args)], capture_output=True, text=True)
+    if check and r.returncode != 0:
+        raise AssertionError(f"realtalk {' '.join(map(str, args))} failed:\n{r.stderr}")
+    return r
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """preprocess -> train a2e -> train e2f, two steps each: weights barely trained, pipeline real."""
+    root = tmp_path_factory.mktemp("model")
+    clip = make_face_video(root / "person.mp4", seconds=2.0)
+    cli("preprocess", clip, "-o", root / "data", "--crop-size", 64, "--val-fraction", 0)
+    for stage in ("a2e", "e2f"):
+        cli("train", "--stage", stage, "--data", root / "data", "--out", root / "model" / stage,
+            "--config", CONFIGS / f"{stage}_tiny.json", "--steps", 2, "--val-every", 0, "--ckpt-every", 0)
+    return root / "model"
+
+
+@pytest.fixture(scope="module")
+def dubber(model_dir):
+    return Dubber.from_pretrained(model_dir, "cpu")
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    return make_face_video(tmp_path_factory.mktemp("src") / "video.mp4", seconds=2.0)
+
+
+def speech_file(path: Path, seconds: float) -> Path:
+    rng = np.random.default_rng(1)
+    x = sine(seconds, 16000, 220.0)[:, 0] * (0.5 + 0.5 * rng.random(int(seconds * 16000)).astype(np.float32))
+    sf.write(str(path), x, 16000, subtype="FLOAT")
+    return path
+
+
+def test_dub_longer_speech_pingpong(dubber, source, tmp_path):
+    speech = speech_file(tmp_path / "speech.wav", 3.0)
+    seen = {}
+
+    def check(i, src, out, paste):
+        region, a = paste
+        # pixels the paste mask does not reach are the source's, bit for bit
+        m = align.paste_back(np.zeros_like(src), np.full((*region.shape, 3), 255, np.uint8), a, region)
+        untouched = m[..., 0] == 0
+        assert untouched.mean() > 0.5
+        assert np.array_equal(src[untouched], out[untouched])
+        seen[i] = not np.array_equal(src, out)
+
+    result = dubber.dub(source, speech, tmp_path / "out.mp4", DubOptions(), on_frame=check)
+    assert result.frames == 75 and len(seen) == 75
+    assert sum(seen.values()) > 60  # the face region was re-rendered
+    info = probe(result.output)
+    assert (info.width, info.height) == (192, 160)
+    assert abs(info.duration - 3.0) <= 1 / 25 + 1e-3
+    assert sum(1 for _ in VideoReader(result.output)) == 75
+    got, want = load_audio(result.output), load_audio(speech)
+    n = min(len(got), len(want))
+    assert np.corrcoef(got[:n], want[:n])[0, 1] > 0.99
+
+
+@pytest.mark.parametrize("seconds,extend", [(1.0, "pingpong"), (4.4, "loop")])
+def test_dub_lengths(dubber, source, tmp_path, seconds, extend):
+    speech = speech_file(tmp_path / "s.wav", seconds)
+    result = dubber.dub(source, speech, tmp_path / "o.mp4", DubOptions(extend=extend))
+    assert result.frames == round(seconds * 25)
+    assert abs(probe(result.output).duration - seconds) <= 1 / 25 + 1e-3
+
+
+def test_faceless_frames_pass_through(dubber, tmp_path):
+    video = make_face_video(tmp_path / "gap.mp4", seconds=2.0, blank=(10, 20))
+    speech = speech_file(tmp_path / "s.wav", 2.0)
+    unchanged = []
+    result = dubber.dub(video, speech, tmp_path / "o.mp4", DubOptions(),
+                        on_frame=lambda i, src, out, paste: unchanged.append(i) if paste is None and np.array_equal(src, out) else None)
+    assert result.faces_missing == 10
+    assert unchanged == list(range(10, 20))
+
+
+def test_preview_and_source_fps(dubber, tmp_path):
+    video = make_face_video(tmp_path / "v30.mp4", seconds=1.0, fps=30)
+    speech = speech_file(tmp_path / "s.wav", 1.0)
+    result = dubber.dub(video, speech, tmp_path / "o.mp4", DubOptions(fps=None, preview=tmp_path / "p.mp4"))
+    assert result.frames == 30 and probe(result.output).fps == 30
+    p = probe(tmp_path / "p.mp4")
+    assert p.width == 3 * 192 and p.has_audio
+
+
+def test_cli_dub_and_jobs(model_dir, source, tmp_path):
+    speech = speech_file(tmp_path / "s.wav", 1.0)
+    out = tmp_path / "one.mp4"
+    cli("dub", source, speech, "-o", out, "--checkpoint", model_dir)
+    assert probe(out).has_audio
+    r = cli("dub", source, speech, "-o", out, "--checkpoint", model_dir, check=False)
+    assert r.returncode == 2 and "--overwrite" in r.stderr  # never replaces an output silently
+    jobs = tmp_path / "jobs.csv"
+    with jobs.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["video", "speech", "output"])
+        w.writerow([source, speech, tmp_path / "a.mp4"])
+        w.writerow([source, speech, "b.mp4"])  # relative to the jobs file
+    cli("dub", "--jobs", jobs, "--checkpoint", model_dir)
+    assert probe(tmp_path / "a.mp4").has_video and probe(tmp_path / "b.mp4").has_video
+
+
+@pytest.mark.parametrize("case", ["no_checkpoint", "incomplete_checkpoint", "text_video", "output_is_input",
+                                  "missing_dir", "no_face"])
+def test_cli_dub_errors(model_dir, source, tmp_path, case):
+    speech = speech_file(tmp_path / "s.wav", 1.0)
+    video, out, ckpt = source, tmp_path / "out.mp4", model_dir
+    if case == "no_checkpoint":
+        ckpt = tmp_path / "nothing"
+    elif case == "incomplete_checkpoint":
+        ckpt = tmp_path / "half"
+        (ckpt / "a2e").mkdir(parents=True)
+    elif case == "text_video":
+        video = tmp_path / "video.mp4"
+        video.write_text("not a video\n")
+    elif case == "output_is_input":
+        out = speech
+    elif case == "missing_dir":
+        out = tmp_path / "nope" / "out.mp4"
+    elif case == "no_face":
+        video = make_video(tmp_path / "noface.mp4", seconds=1.0)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    r = cli("dub", video, speech, "-o", out, "--checkpoint", ckpt, check=False)
+    assert r.returncode in (1, 2)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and "Traceback" not in r.stderr, r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing partial left behind
+
+
+def test_onnx_backend_matches_torch(model_dir, dubber, source, tmp_path):
+    from realtalk_cli.pipelines.dub import load_models
+
+    cli("export", "--checkpoint", model_dir)
+    speech = speech_file(tmp_path / "s.wav", 1.0)
+    frames = {}
+    for backend in ("torch", "onnx"):
+        d = Dubber(*load_models(model_dir, "cpu", backend)[:3], device="cpu") if backend == "onnx" else dubber
+        d.dub(source, speech, tmp_path / f"{backend}.mp4", DubOptions(),
+              on_frame=lambda i, s, o, p, b=backend: frames.__setitem__((b, i), o))
+    diffs = [np.abs(frames["torch", i].astype(int) - frames["onnx", i].astype(int)).max() for i in range(25)]
+    assert max(diffs) <= 2  # float rounding differences only, after uint8 quantisation
