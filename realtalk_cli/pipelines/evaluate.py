@@ -82,7 +82,10 @@ class EvalResult:
     per_frame: dict[str, np.ndarray]  # curves over the evaluated frames, nan where undefined
 
     def value(self, key: str) -> float | None:
-        return next(m.value for m in self.metrics if m.key == key)
+        for m in self.metrics:
+            if m.key == key:
+                return m.value
+        raise KeyError(f"no metric {key!r} in this result (keys: {', '.join(m.key for m in self.metrics)})")
 
     def to_dict(self) -> dict:
         clean = lambda x: None if x is None or not math.isfinite(x) else round(float(x), 6)  # noqa: E731
