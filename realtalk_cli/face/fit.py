@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.linalg
 import torch
 
 from realtalk_cli.errors import RealtalkError
@@ -64,8 +65,8 @@ def _pca(x: np.ndarray, k: int, rel_eps: float = 1e-6) -> tuple[np.ndarray, np.n
     if m == 0 or k == 0:
         return np.zeros((0, d), np.float32), np.zeros(0, np.float32)
     x = x.astype(np.float64)
-    if m >= d:
-        var, vecs = np.linalg.eigh(x.T @ x)
+    if m >= d:  # only the top k eigenpairs: much faster than the full decomposition of a 1434^2 matrix
+        var, vecs = scipy.linalg.eigh(x.T @ x, subset_by_index=[d - min(k, d), d - 1])
         var, vecs = var[::-1], vecs[:, ::-1].T
     else:
         var, u = np.linalg.eigh(x @ x.T)
