@@ -71,6 +71,15 @@ def test_polygon_fill_square_area_and_exact_outside():
     assert torch.allclose(m, polygon_fill(square.flip(1), S, S, feather=4.0))
 
 
+def test_polygon_fill_coarse_grid_matches_exact_fill():
+    t = torch.linspace(0, 2 * math.pi, 41)[:-1]
+    ellipse = torch.stack([128 + 60 * t.cos(), 128 + 80 * t.sin()], -1)[None]
+    exact = polygon_fill(ellipse, 256, 256, feather=5.0, grid=256)  # every pixel
+    coarse = polygon_fill(ellipse, 256, 256, feather=5.0)  # 4x4 blocks, upsampled
+    assert (exact - coarse).abs().max() < 0.1 and (exact - coarse).abs().mean() < 1e-3
+    assert ((exact == 0) ^ (coarse == 0)).sum() < 256  # nearly the same support: a ring of a few pixels at most
+
+
 def test_learnable_mask_lies_on_lower_face_and_follows_the_jaw():
     fm, cfg = synthetic_face(128), MaskConfig(neck_extend=0.35)
     closed, opened = face_points(fm, 0.0), face_points(fm, 1.0)

@@ -26,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -41,33 +42,38 @@ class MaskConfig:
             raise ValueError(f"unknown mask kind {self.kind!r} (learnable | lower_half)")
 
 
-def polygon_fill(points: Tensor, height: int, width: int, feather: float = 1.0) -> Tensor:
+def polygon_fill(points: Tensor, height: int, width: int, feather: float = 1.0, grid: int = 64) -> Tensor:
     """Soft fill of closed polygons [B, P, 2] -> [B, 1, H, W]: 1 inside, 0 outside, linear over `feather` px.
 
-    Even-odd rule for inside/outside and the exact distance to the nearest edge for the soft band;
-    the loop runs over the P edges (a fixed count) so memory stays at a few [B, H, W] maps.
+    The signed distance to the polygon (even-odd rule for the sign, exact distance to the nearest
+    edge) is computed on a grid of about `grid` x `grid` block centres and upsampled bilinearly:
+    a distance field is linear across an edge, so this reproduces the edge and its soft band
+    (up to sub-pixel error at the polygon's corners) at a fraction of the cost of every pixel
+    (16x fewer at 256 px). All P edges are evaluated at once: [B, P, grid, grid] stays small.
     """
     B = points.shape[0]
     pts = points.float()
-    ys = torch.arange(height, device=pts.device, dtype=pts.dtype).view(1, height, 1)
-    xs = torch.arange(width, device=pts.device, dtype=pts.dtype).view(1, 1, width)
-    inside = torch.zeros(B, height, width, dtype=torch.bool, device=pts.device)
-    dist2 = torch.full((B, height, width), float("inf"), device=pts.device, dtype=pts.dtype)
+    s = max(1, min(height, width) // grid)  # block size in pixels
+    h, w = -(-height // s), -(-width // s)
+    # block centres in pixel coordinates: what bilinear upsampling (align_corners=False) assumes
+    ys = (torch.arange(h, device=pts.device, dtype=pts.dtype) * s + (s - 1) / 2).view(h, 1)
+    xs = (torch.arange(w, device=pts.device, dtype=pts.dtype) * s + (s - 1) / 2).view(1, w)
+    # every edge at once: [B, P, 1, 1] endpoints against the [h, w] grid
+    ax, ay = pts[..., 0, None, None], pts[..., 1, None, None]
     nxt = torch.roll(pts, -1, dims=1)
-    for i in range(pts.shape[1]):
-        ax, ay = pts[:, i, 0].view(B, 1, 1), pts[:, i, 1].view(B, 1, 1)
-        bx, by = nxt[:, i, 0].view(B, 1, 1), nxt[:, i, 1].view(B, 1, 1)
-        # even-odd: a ray to +x crosses this edge
-        straddles = (ay > ys) != (by > ys)
-        x_cross = ax + (bx - ax) * (ys - ay) / torch.where(by == ay, torch.ones_like(by), by - ay)
-        inside = inside ^ (straddles & (xs < x_cross))
-        # squared distance to the segment
-        ex, ey = bx - ax, by - ay
-        t = ((xs - ax) * ex + (ys - ay) * ey) / (ex * ex + ey * ey).clamp_min(1e-12)
-        t = t.clamp(0.0, 1.0)
-        dist2 = torch.minimum(dist2, (xs - ax - t * ex) ** 2 + (ys - ay - t * ey) ** 2)
-    signed = torch.where(inside, 1.0, -1.0) * dist2.sqrt()
-    return (0.5 + signed / max(feather, 1e-6)).clamp(0.0, 1.0).unsqueeze(1)
+    bx, by = nxt[..., 0, None, None], nxt[..., 1, None, None]
+    # even-odd rule: count the edges a ray towards +x crosses
+    straddles = (ay > ys) != (by > ys)
+    x_cross = ax + (bx - ax) * (ys - ay) / torch.where(by == ay, torch.ones_like(by), by - ay)
+    inside = (straddles & (xs < x_cross)).sum(1) % 2 == 1
+    # distance to the nearest segment
+    ex, ey = bx - ax, by - ay
+    t = (((xs - ax) * ex + (ys - ay) * ey) / (ex * ex + ey * ey).clamp_min(1e-12)).clamp(0.0, 1.0)
+    dist = ((xs - ax - t * ex) ** 2 + (ys - ay - t * ey) ** 2).amin(1).sqrt()
+    signed = torch.where(inside, dist, -dist).unsqueeze(1)
+    if s > 1:
+        signed = F.interpolate(signed, scale_factor=float(s), mode="bilinear", align_corners=False)[..., :height, :width]
+    return (0.5 + signed / max(feather, 1e-6)).clamp(0.0, 1.0)
 
 
 def extend_to_neck(contour: Tensor, neck_extend: float) -> Tensor:
