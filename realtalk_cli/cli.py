@@ -320,7 +320,7 @@ def _quiet_native_stderr() -> None:
 def main(argv: Optional[list[str]] = None) -> None:
     args = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in args
-    if not debug:
+    if not debug and argv is None:  # only as the process's entry point: in-process callers keep their stderr
         _quiet_native_stderr()
     try:
         # standalone mode: typer/click print usage errors themselves and exit 2

@@ -19,7 +19,7 @@ import torch
 from realtalk_cli.device import resolve_device
 from realtalk_cli.errors import NotImplementedYet, UsageError
 from realtalk_cli.progress import set_quiet
-from realtalk_cli.train.trainer import Trainer, TrainerConfig, init_distributed
+from realtalk_cli.train.trainer import Trainer, TrainerConfig, init_distributed, latest_checkpoint
 
 STAGES = {"a2e": "realtalk_cli.train.a2e_task", "e2f": "realtalk_cli.train.e2f_task"}
 
@@ -42,6 +42,22 @@ def read_config(path: str | os.PathLike) -> dict:
         raise UsageError(f"config is not valid JSON ({e.msg}, line {e.lineno})", path) from None
 
 
+def load_weights(task, path: str | os.PathLike) -> None:
+    """Start from another run's weights (fine-tuning a generic model); optimizer state starts fresh."""
+    from realtalk_cli.checkpoint import load_checkpoint
+    from realtalk_cli.errors import RealtalkError
+
+    path = Path(path)
+    _, tensors = load_checkpoint(latest_checkpoint(path) or path if (path / "checkpoints").is_dir() else path)
+    for name, model in task.models.items():
+        if name not in tensors:
+            raise RealtalkError(f"init checkpoint has no {name} weights", path)
+        try:
+            model.load_state_dict(tensors[name])
+        except RuntimeError as e:
+            raise RealtalkError(f"init checkpoint's {name} does not match this config ({str(e).splitlines()[0]})", path) from None
+
+
 def stage_module(stage: str):
     if stage not in STAGES:
         raise UsageError(f"--stage {stage!r}: expected one of {', '.join(STAGES)}")
@@ -61,6 +77,7 @@ def train(
     overrides: dict | None = None,  # {"trainer": {...}, "task": {...}, "model": {...}} from the command line
     resume: bool = False,
     device: str = "auto",
+    init: str | os.PathLike | None = None,  # checkpoint (or run) whose weights start a new run
 ) -> Path:
     """Train one stage into run directory `out`; returns the final checkpoint directory."""
     module = stage_module(stage)
@@ -94,6 +111,8 @@ def train(
     torch.manual_seed(trainer_cfg.seed)  # same initial weights on every rank and every rerun
     try:
         task = module.build_task(data, cfg, dev)
+        if init is not None and not (resume and latest_checkpoint(out)):
+            load_weights(task, init)
         final = Trainer(task, trainer_cfg, out, dist).fit(resume=resume)
         if dist.world > 1:
             torch.distributed.barrier()  # every rank finishes together (gloo aborts on a lone exit)

@@ -73,6 +73,7 @@ class TrainerConfig:
     amp: str = "auto"  # auto (bf16 on CUDA when supported, else fp16; off on CPU) | bf16 | fp16 | off
     grad_clip: float = 0.0  # max gradient norm; 0 disables
     keep_last: int = 3  # checkpoints kept on disk (0 keeps all)
+    max_minutes: float = 0.0  # wall-clock budget, counted across resumes; 0: none (steps decide)
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainerConfig":
@@ -176,6 +177,7 @@ class Trainer:
         self.dist = dist_info or DistInfo()
         self.device = task.device
         self.step = 0
+        self.elapsed_before, self.t_start = 0.0, None
         task.trainer = self
         if self.dist.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -223,7 +225,8 @@ class Trainer:
             tensors[f"optim_{name}"], groups = optimizer_tensors(opt)
             optim_cfg[name] = {"param_groups": groups, "scaler": self.scalers[name].state_dict()}
         tensors.update(extra_tensors)
-        config = {**self.task.config, **extra_cfg, "step": self.step, "optimizers": optim_cfg}
+        config = {**self.task.config, **extra_cfg, "step": self.step, "optimizers": optim_cfg,
+                  "elapsed_seconds": self.elapsed()}
         out = save_checkpoint(self.run_dir / "checkpoints" / f"step_{self.step:07d}", config, tensors)
         if self.cfg.keep_last > 0:
             for old in sorted((self.run_dir / "checkpoints").glob("step_*"))[: -self.cfg.keep_last]:
@@ -238,6 +241,21 @@ class Trainer:
             load_optimizer(opt, tensors.get(f"optim_{name}", {}), config["optimizers"][name]["param_groups"])
             self.scalers[name].load_state_dict(config["optimizers"][name]["scaler"])
         self.step = int(config["step"])
+        self.elapsed_before = float(config.get("elapsed_seconds", 0.0))
+
+    def elapsed(self) -> float:
+        """Training seconds so far, including earlier (interrupted) sessions of this run."""
+        return self.elapsed_before + (time.perf_counter() - self.t_start if self.t_start else 0.0)
+
+    def out_of_time(self) -> bool:
+        if self.cfg.max_minutes <= 0:
+            return False
+        over = self.elapsed() >= 60 * self.cfg.max_minutes
+        if self.dist.world > 1:  # every rank must stop at the same step, or the next barrier hangs
+            flag = torch.tensor([float(over)], device=self.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            over = bool(flag.item())
+        return over
 
     # --- metrics ---------------------------------------------------------------------------------
     def _log(self, record: dict) -> None:
@@ -272,36 +290,48 @@ class Trainer:
             m.train()
         sums: dict[str, float] = {}
         n_sum, t_last = 0, time.perf_counter()
-        final = None
-        with progress() as bar:
-            task_id = bar.add_task(f"train {stage}", total=cfg.steps, completed=self.step, info="")
-            while self.step < cfg.steps:
-                rng = step_seed(cfg.seed, self.dist.rank, self.step)
-                batch = self.task.sample_batch(rng)
-                with self.autocast():
-                    metrics = self.task.train_step(batch, self)
-                if not all(math.isfinite(v) for v in metrics.values()):
-                    raise RealtalkError(f"training diverged at step {self.step}: {metrics}", self.run_dir)
-                self.step += 1
-                for k, v in metrics.items():
-                    sums[k] = sums.get(k, 0.0) + v
-                n_sum += 1
-                bar.update(task_id, advance=1)
+        self.t_start = time.perf_counter()
+        final, saved_step, over = None, self.step, self.out_of_time()
+        # with a time budget the bar measures time (its estimate is then the time left), else steps
+        timed = cfg.max_minutes > 0
+        total, done = (60 * cfg.max_minutes, self.elapsed()) if timed else (cfg.steps, self.step)
+        try:
+            with progress() as bar:
+                task_id = bar.add_task(f"train {stage}", total=total, completed=done, info="")
+                while self.step < cfg.steps and not over:
+                    rng = step_seed(cfg.seed, self.dist.rank, self.step)
+                    batch = self.task.sample_batch(rng)
+                    with self.autocast():
+                        metrics = self.task.train_step(batch, self)
+                    if not all(math.isfinite(v) for v in metrics.values()):
+                        raise RealtalkError(f"training diverged at step {self.step}: {metrics}", self.run_dir)
+                    self.step += 1
+                    for k, v in metrics.items():
+                        sums[k] = sums.get(k, 0.0) + v
+                    n_sum += 1
+                    bar.update(task_id, completed=min(total, self.elapsed()) if timed else self.step)
 
-                last = self.step == cfg.steps
-                if _due(self.step, cfg.log_every) or last:
-                    now = time.perf_counter()
-                    mean = {k: v / n_sum for k, v in sums.items()}
-                    self._log({"step": self.step, "split": "train", **mean, "it_s": n_sum / (now - t_last)})
-                    bar.update(task_id, info=f"loss {mean.get('loss', float('nan')):.4g}  {n_sum / (now - t_last):.1f} it/s")
-                    sums, n_sum, t_last = {}, 0, now
-                if _due(self.step, cfg.val_every) or last:
-                    self._validate()
-                if _due(self.step, cfg.ckpt_every) or last:
-                    if self.dist.main:
-                        final = self.save()
-                    if self.dist.world > 1:
-                        dist.barrier()
+                    over = self.out_of_time()
+                    last = self.step == cfg.steps or over
+                    if _due(self.step, cfg.log_every) or last:
+                        now = time.perf_counter()
+                        mean = {k: v / n_sum for k, v in sums.items()}
+                        self._log({"step": self.step, "split": "train", **mean, "it_s": n_sum / (now - t_last)})
+                        bar.update(task_id, info=f"loss {mean.get('loss', float('nan')):.4g}  {n_sum / (now - t_last):.1f} it/s")
+                        sums, n_sum, t_last = {}, 0, now
+                    if _due(self.step, cfg.val_every) or last:
+                        self._validate()
+                    if _due(self.step, cfg.ckpt_every) or last:
+                        if self.dist.main:
+                            final, saved_step = self.save(), self.step
+                        if self.dist.world > 1:
+                            dist.barrier()
+        except KeyboardInterrupt:
+            # Ctrl-C: keep what was learned since the last checkpoint; `--resume` continues from here
+            if self.dist.main and self.step > saved_step:
+                console.print(f"[yellow]interrupted: saving step {self.step} to resume later[/yellow]")
+                self.save()
+            raise
         if self.dist.main:
             plot_metrics(self.run_dir / "metrics.jsonl", self.run_dir / "metrics.png")
         return final or latest_checkpoint(self.run_dir)
