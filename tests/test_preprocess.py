@@ -265,3 +265,17 @@ def test_real_clip_preprocess(tmp_path):
     (record,) = result.sources
     assert record["status"] == "ok" and record["kept"] == record["frames"] == 125
     assert result.fit_error < 0.5  # crop pixels at 256 (in-sample; see docs/dataset.md)
+
+
+@pytest.mark.slow
+def test_two_worker_processes(videos, tmp_path):
+    result = pp.preprocess_dataset([videos / "talk.mp4", videos / "other.mp4", videos / "corrupt.mp4"],
+                                   tmp_path / "data", _config(), workers=2)
+    assert sorted(r["status"] for r in result.sources) == ["failed", "ok", "ok"]
+    assert {c.name for c in Dataset.open(tmp_path / "data").clips()} == {"talk", "other"}
+
+
+def test_bad_face_model_options_fail_before_any_work(videos, tmp_path):
+    with pytest.raises(UsageError, match="--bfm"):
+        pp.preprocess_dataset([videos / "talk.mp4"], tmp_path / "d", _config(face_model="bfm"))
+    assert not (tmp_path / "d" / "sources").exists() or not any((tmp_path / "d" / "sources").iterdir())

@@ -304,7 +304,12 @@ def preprocess_dataset(inputs: list[str | os.PathLike], out: str | os.PathLike, 
     taken: set[str] = set()
     named = [(f, _source_name(f, taken)) for f in files]
     mine = named[shard[0]::shard[1]]
-    AudioFrontEnd(config.features)  # fail now on a bad --features/--hubert, not inside every worker
+    # fail now on bad settings, not after hours of tracking
+    AudioFrontEnd(config.features)
+    if config.face_model == "bfm" and not (config.bfm and config.d3dfr):
+        raise UsageError("--face-model bfm needs --bfm BFM_model_front.mat and --d3dfr CHECKPOINT")
+    if config.face_model not in ("landmark", "bfm"):
+        FaceModel.load(config.face_model)
     (out / SOURCES).mkdir(parents=True, exist_ok=True)
 
     def done(name: str) -> bool:
