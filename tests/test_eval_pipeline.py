@@ -43,6 +43,10 @@ def clips(tmp_path_factory):
     for s in (1.5, 4):
         write(f"blur{s}", lambda f, t, s=s: lower(f, lambda x: cv2.GaussianBlur(x, (0, 0), s)))
     # the lower half brightens frame by frame: a mouth frozen at frame 0 shows up plainly
+    with VideoWriter(root / "half.mp4", frames[0].shape[1] // 2, frames[0].shape[0] // 2) as w:  # a dub at another size
+        for f in frames[:-3]:
+            w.write(cv2.resize(f, (f.shape[1] // 2, f.shape[0] // 2), interpolation=cv2.INTER_AREA))
+    out["half"] = root / "half.mp4"
     write("brighten", lambda f, t: lower(f, lambda x: np.clip(x.astype(int) + 4 * t, 0, 255).astype(np.uint8)))
     return out
 
@@ -76,6 +80,13 @@ def test_metrics_degrade_monotonically(clips, kind):
     assert results[1].value("jitter") > results[1].value("jitter_source")
 
 
+def test_dub_at_another_size_and_length(clips):
+    r = evaluate(clips["half"], clips["src"])
+    assert r.inputs["frames_read"] == {"dubbed": N_FRAMES - 3, "source": N_FRAMES} and r.inputs["frames"] == [0, N_FRAMES - 3]
+    assert 25 < r.value("psnr") < 100 and r.value("ssim") > 0.8  # compared at the source's size: only the blur of 2x
+    assert r.value("f_lmd") < 4.0  # scaled back to source pixels (unscaled they would be ~100 px off); a 2x smaller face tracks less precisely
+
+
 def test_frame_range_and_mouth_curve(clips, tmp_path):
     curve_path = tmp_path / "curve.json"
     ref = evaluate(clips["src"], None)
@@ -90,6 +101,9 @@ def test_frame_range_and_mouth_curve(clips, tmp_path):
     assert "psnr" not in {m.key for m in r.metrics}  # no source: no reconstruction protocol
     write_mouth_curve(curve_path, opening, fps=30)
     with pytest.raises(RealtalkError, match="30 fps"):
+        evaluate(clips["src"], None, mouth_curve=curve_path)
+    curve_path.write_text('{"opening": [1, 2]}')
+    with pytest.raises(RealtalkError, match="not a mouth-curve JSON"):
         evaluate(clips["src"], None, mouth_curve=curve_path)
 
 

@@ -410,6 +410,7 @@ def evaluate(dubbed: str | os.PathLike, source: str | os.PathLike | None = None,
               "speech": str(speech) if speech is not None else (f"{dubbed} (own audio)" if audio is not None else None),
               "mouth_curve": None if mouth_curve is None else str(mouth_curve),
               "fps": options.fps, "frames": [start, start + g.n], "crop_size": options.crop_size,
+              "frames_read": {"dubbed": len(track_d), **({"source": len(track_s)} if source is not None else {})},
               "faces_found": {"dubbed": int(g.found_d.sum()), **({"source": int(g.found_s.sum())} if source is not None else {})}}
     return EvalResult(inputs, metrics, per_frame)
 
