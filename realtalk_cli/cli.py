@@ -128,12 +128,17 @@ def train(
         typer.echo(f"checkpoint: {final}")
 
 
-@app.command(epilog="Example:  realtalk dub video.mp4 speech.wav -o out.mp4 --checkpoint models/run1")
+@app.command(epilog="Examples:  realtalk dub video.mp4 speech.wav -o out.mp4 --adapt   (learns the person first)\n\n"
+                    "           realtalk dub video.mp4 speech.wav -o out.mp4 --checkpoint models/run1")
 def dub(
     video: Optional[Path] = typer.Argument(None, help="Source video of one person talking."),
     speech: Optional[Path] = typer.Argument(None, help="New speech: wav, mp3, m4a, flac, or any file with an audio track."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output video (.mp4): the dubbed video with the speech as its audio."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Model directory with a2e/ and e2f/ (from `realtalk train`)."),
+    adapt: bool = typer.Option(False, "--adapt", help="No model? Learn this person from the video itself (its own audio), cache it, then dub."),
+    adapt_minutes: Optional[float] = typer.Option(None, "--adapt-minutes", help="Training budget for --adapt (default 15 on CPU, 30 on a GPU)."),
+    init: Optional[Path] = typer.Option(None, "--init", help="With --adapt: start from this generic model directory instead of from scratch."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="With --adapt: where learned models are kept (default $REALTALK_CACHE or ~/.cache/realtalk)."),
     jobs: Optional[Path] = typer.Option(None, "--jobs", help="Batch mode: CSV (video,speech,output) or JSON list of jobs; models load once."),
     fps: str = typer.Option("25", "--fps", help="Output frame rate: a number, or 'source' to keep the video's rate."),
     extend: str = typer.Option("pingpong", "--extend", help="Speech longer than the video: continue it by 'pingpong' or 'loop'. Shorter speech trims."),
@@ -159,8 +164,10 @@ def dub(
         raise UsageError("dub needs VIDEO SPEECH -o OUT (or --jobs FILE)")
     else:
         todo = [(video, speech, out)]
-    if checkpoint is None:
-        raise UsageError("--checkpoint is required: a model directory with a2e/ and e2f/ (see `realtalk train --help`)")
+    if adapt == (checkpoint is not None):
+        raise UsageError("give --checkpoint MODEL_DIR, or --adapt to learn the person from the video itself")
+    if (init or adapt_minutes is not None or cache_dir) and not adapt:
+        raise UsageError("--init, --adapt-minutes and --cache-dir go with --adapt")
     box = None
     if bbox is not None:
         try:
@@ -181,11 +188,19 @@ def dub(
         raise UsageError("--preview works with a single job")
     for v, s, o in todo:
         d.check_job(v, s, o, overwrite)
-    dubber = d.Dubber.from_pretrained(checkpoint, resolve_device(OPTIONS.device), backend)
+    device = resolve_device(OPTIONS.device)
+    dubbers = {}  # model directory -> loaded models, so batch jobs load each model once
     for v, s, o in todo:
+        model_dir = checkpoint
+        if adapt:
+            from realtalk_cli.pipelines.adapt import AdaptOptions, adapt as learn
+
+            model_dir = learn(v, AdaptOptions(minutes=adapt_minutes, init=init, cache=cache_dir), device)
+        if model_dir not in dubbers:
+            dubbers[model_dir] = d.Dubber.from_pretrained(model_dir, device, backend)
         options = d.DubOptions(fps=rate, extend=extend, face_index=face_index, bbox=box, batch_size=batch_size,
                                crf=crf, preview=preview, overwrite=overwrite, seed=seed)
-        result = dubber.dub(v, s, o, options)
+        result = dubbers[model_dir].dub(v, s, o, options)
         if not OPTIONS.quiet:
             d.print_summary(result)
 

@@ -186,7 +186,9 @@ class Dubber:
         self.face: FaceModel = e2f.face
         self.fit_face = copy.deepcopy(e2f.face).cpu()  # the fit runs in numpy
         self.audio = AudioFrontEnd(a2e_config["audio"], device=device)
-        self.align_config = align.AlignConfig(**a2e_config.get("align", {"crop_size": self.face.crop_size}))
+        self.align_config = align.AlignConfig(**(a2e_config.get("align") or {"crop_size": self.face.crop_size}))
+        if self.align_config.crop_size != self.face.crop_size:
+            raise RealtalkError(f"checkpoint crop size {self.align_config.crop_size} differs from its face model's {self.face.crop_size}")
 
     @classmethod
     def from_pretrained(cls, model_dir: str | os.PathLike, device: torch.device | str = "cpu", backend: str = "torch") -> "Dubber":

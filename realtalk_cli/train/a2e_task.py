@@ -10,8 +10,8 @@ same clip (paper: "randomly selected during training and inference"), and the tr
            (posed vertices, crop pixels)
 
 Splits: by default the dataset's own clip split (manifest). `split_frames = f > 0` splits inside
-every clip instead: the first f of its frames train, the rest are held out (single-video
-experiments). Held-out frames are predicted with pipelines/a2e_infer.py exactly as at inference,
+every clip instead: the first f of its frames train, the rest (up to `split_end`) are held out
+(single-video experiments). Held-out frames are predicted with pipelines/a2e_infer.py exactly as at inference,
 with the history drawn from the training frames of the same clip.
 """
 
@@ -39,6 +39,8 @@ class A2ETaskConfig:
     weight_decay: float = 0.0
     vertex_weight: float = 0.1
     split_frames: float = 0.0  # 0: the dataset's clip split; f in (0, 1): first f of every clip trains
+    split_end: float = 1.0  # with split_frames: frames [f, split_end) are held out; < 1 keeps the tail
+    # unseen (an inner validation split for choosing settings without touching the test frames)
     history_seed: int = 0  # seed of the held-out history draw (validation is deterministic)
 
 
@@ -66,10 +68,10 @@ class ClipArrays:
     val: tuple[int, int] | None
 
 
-def load_clips(ds: Dataset, split_frames: float) -> list[ClipArrays]:
+def load_clips(ds: Dataset, split_frames: float, split_end: float = 1.0) -> list[ClipArrays]:
     if split_frames:
-        if not 0.0 < split_frames < 1.0:
-            raise UsageError(f"split_frames must be in (0, 1), got {split_frames}")
+        if not 0.0 < split_frames < split_end <= 1.0:
+            raise UsageError(f"need 0 < split_frames < split_end <= 1, got {split_frames}, {split_end}")
         chosen = [(c, "within") for c in ds.clips()]
     else:
         chosen = [(c, "train") for c in ds.clips("train")] + [(c, "val") for c in ds.clips("val")]
@@ -78,8 +80,8 @@ def load_clips(ds: Dataset, split_frames: float) -> list[ClipArrays]:
         if not clip.has_coeffs:
             continue
         co, n = clip.coeffs(), clip.n_frames
-        cut = int(round(split_frames * n))
-        ranges = {"within": ((0, cut), (cut, n)), "train": ((0, n), None), "val": (None, (0, n))}[role]
+        cut, end = int(round(split_frames * n)), int(round(split_end * n))
+        ranges = {"within": ((0, cut), (cut, end)), "train": ((0, n), None), "val": (None, (0, n))}[role]
         out.append(ClipArrays(clip.name, co["alpha"], co["beta"], co["rho"], clip.audio_features(),
                               clip.valid(), *ranges))
     return out
@@ -174,7 +176,7 @@ class A2ETask(Task):
         self.tc = A2ETaskConfig(**{**tc, "betas": tuple(tc.get("betas", (0.95, 0.999)))})
         self.ds = Dataset.open(data)
         self.face = self.ds.face_model.to(device).eval()
-        self.clips = load_clips(self.ds, self.tc.split_frames)
+        self.clips = load_clips(self.ds, self.tc.split_frames, self.tc.split_end)
         if not self.clips:
             raise RealtalkError("dataset has no clips with coefficients", data)
 
@@ -264,7 +266,8 @@ class A2ETask(Task):
         audio_cfg = self.ds.config.get("features")
         if audio_cfg is None:
             raise RealtalkError("dataset config.json lacks the audio feature settings ('features')", self.ds.dir)
-        return {"face_model": face_cfg, "audio": audio_cfg}, {"face_model": face_tensors}
+        # the crop alignment travels with the model so `dub` cuts crops exactly as preprocessing did
+        return {"face_model": face_cfg, "audio": audio_cfg, "align": self.ds.config.get("align")}, {"face_model": face_tensors}
 
 
 def build_task(data: str | Path, config: dict, device: torch.device) -> A2ETask:
