@@ -152,6 +152,9 @@ def test_cli_bad_inputs_are_one_line_errors(clips, tmp_path, capsys):
     assert code == 1 and "none.pth: weights file not found" in err
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"junk")
+    code, err = run(clips["src"], "--arcface-weights", junk)
+    assert code == 2 and "pass --source too" in err
+    junk.write_bytes(b"junk")
     code, err = run(clips["src"], "--source", clips["src"], "--lpips-weights", junk)
     assert code == 1 and "cannot read LPIPS weights" in err
 

@@ -188,6 +188,8 @@ class _PairBatcher:
         self.feats_source: list[np.ndarray] = []
 
     def add(self, i: int, ours: np.ndarray, source: np.ndarray, faces: tuple | None) -> None:
+        if self.nets.fid is None and self.nets.lpips is None and self.nets.arcface is None:
+            return
         self.pending.append((i, ours, source, *(faces or (None, None))))
         if len(self.pending) >= self.batch_size:
             self.flush()
@@ -367,6 +369,8 @@ def evaluate(dubbed: str | os.PathLike, source: str | os.PathLike | None = None,
     for path, info in ((dubbed, info_d), (source, info_s)):
         if info is not None and not info.has_video:
             raise RealtalkError("file has no video stream", path)
+    if source is None and (options.fid_weights or options.lpips_weights or options.arcface_weights):
+        raise UsageError("FID, LPIPS and CSIM compare with the source frames: pass --source too")
     start = (options.frames or (0, None))[0]
     curve = None
     if mouth_curve is not None:  # read before the long work: a wrong file fails at once
