@@ -108,7 +108,8 @@ def write_report(result, path: str | os.PathLike) -> None:
             f"<tr><td>{html.escape(m.protocol)}</td><td>{html.escape(m.label)}</td><td class=n>{html.escape(_fmt(m.value, m.unit))}</td>"
             f"<td>{ {'higher': '&uarr;', 'lower': '&darr;'}.get(m.better, '')}</td><td>{html.escape(m.note)}</td></tr>"
             for m in result.metrics)
-        inputs = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(str(v))}</li>" for k, v in result.inputs.items())
+        inputs = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(v if isinstance(v, str) else json.dumps(v))}</li>"
+                         for k, v in result.inputs.items())
         Path(tmp).write_text(f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>realtalk eval: {html.escape(Path(result.inputs['dubbed']).name)}</title>
 <style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto}}table{{border-collapse:collapse}}
