@@ -87,6 +87,7 @@ def preprocess(
 ):
     """Track faces, fit 3DMM coefficients and compute audio features: build a training dataset."""
     from realtalk_cli.audio.features import AudioFeatureConfig
+    from realtalk_cli.device import resolve_device
     from realtalk_cli.face.align import AlignConfig
     from realtalk_cli.face.tracker import TrackerConfig
     from realtalk_cli.pipelines import preprocess as pp
@@ -96,7 +97,7 @@ def preprocess(
         features=AudioFeatureConfig(kind=features, hubert=hubert or "", layer=hubert_layer), face_model=face_model,
         n_id=n_id, n_exp=n_exp, bfm=bfm and str(bfm), d3dfr=d3dfr and str(d3dfr), val_fraction=val_fraction,
         val_list=pp.parse_val_list(val_list), rebuild_face_model=rebuild_face_model)
-    pp.run(inputs, out, config, workers, pp.parse_shard(shard), retry_failed)
+    pp.run(inputs, out, config, workers, pp.parse_shard(shard), retry_failed, resolve_device(OPTIONS.device))
 
 
 @app.command(epilog="Example:  realtalk train --stage a2e --data data/ --out models/a2e-run1")

@@ -140,7 +140,7 @@ def segments(found: np.ndarray, max_gap: int, min_frames: int, cuts: np.ndarray 
 
 
 def fit_coefficients(face_model: FaceModel, crop_landmarks: np.ndarray, valid: np.ndarray, crops=None,
-                     d3dfr: str | os.PathLike | None = None) -> Fit:
+                     d3dfr: str | os.PathLike | None = None, device: str = "cpu") -> Fit:
     """Coefficients of one clip: landmark model by least squares; bfm by the regressor on `crops`."""
     if face_model.kind == "landmark":
         return fit_landmarks(face_model, crop_landmarks, valid)
@@ -148,7 +148,7 @@ def fit_coefficients(face_model: FaceModel, crop_landmarks: np.ndarray, valid: n
 
     if d3dfr is None or crops is None:
         raise UsageError("a bfm face model needs the Deep3DFaceRecon checkpoint (--d3dfr) and the crops")
-    return BFMFitter(face_model, d3dfr).fit(crops, crop_landmarks, valid)
+    return BFMFitter(face_model, d3dfr, device).fit(crops, crop_landmarks, valid)
 
 
 def _source_name(path: Path, taken: set[str]) -> str:
@@ -160,8 +160,9 @@ def _source_name(path: Path, taken: set[str]) -> str:
 
 
 def preprocess_video(path: str | os.PathLike, out: str | os.PathLike, name: str, config: PreprocessConfig,
-                     on_frame=None) -> dict:
-    """Steps 1-3 for one source: writes its clips and returns its record (also written to sources/)."""
+                     on_frame=None, device: str = "cpu") -> dict:
+    """Steps 1-3 for one source: writes its clips and returns its record (also written to sources/).
+    `device` runs the audio features (HuBERT); tracking is MediaPipe on the CPU."""
     from realtalk_cli.media import VideoReader, load_audio, probe
 
     path, out = Path(path), Path(out)
@@ -172,7 +173,7 @@ def preprocess_video(path: str | os.PathLike, out: str | os.PathLike, name: str,
     if not info.has_audio:
         raise RealtalkError("file has no audio stream (training needs the speech)", path)
     audio = load_audio(path)
-    frontend = AudioFrontEnd(config.features)
+    frontend = AudioFrontEnd(config.features, device)
     t1 = time.time()
     track = track_video(path, config.tracker, config.align, on_frame)
     t2 = time.time()
@@ -227,14 +228,14 @@ def collect_inputs(inputs: list[str | os.PathLike]) -> list[Path]:
     return files
 
 
-def _worker(path: str, out: str, name: str, config: PreprocessConfig, threads: int, events) -> dict:
+def _worker(path: str, out: str, name: str, config: PreprocessConfig, threads: int, events, device: str) -> dict:
     """Run one source in a worker process; never raises, so one bad video cannot stop the run."""
     import torch
 
     torch.set_num_threads(threads)
     on_frame = (lambda i: events.put((name, 25)) if i % 25 == 24 else None) if events is not None else None
     try:
-        record = preprocess_video(path, out, name, config, on_frame)
+        record = preprocess_video(path, out, name, config, on_frame, device)
     except RealtalkError as e:
         record = {"name": name, "source": path, "status": "failed", "reason": e.problem}
     except Exception as e:  # a bug or an odd file: record it, keep going
@@ -293,8 +294,9 @@ def _split(names: list[str], config: PreprocessConfig) -> dict[str, str]:
 
 def preprocess_dataset(inputs: list[str | os.PathLike], out: str | os.PathLike, config: PreprocessConfig | None = None,
                        workers: int = 1, shard: tuple[int, int] = (0, 1), retry_failed: bool = False,
-                       progress=None) -> PreprocessResult:
-    """Steps 1-5 for many videos (see the module docstring). `progress`: a rich Progress or None."""
+                       progress=None, device: str = "cpu") -> PreprocessResult:
+    """Steps 1-5 for many videos (see the module docstring). `progress`: a rich Progress or None;
+    `device` runs HuBERT features and the Deep3DFaceRecon regressor."""
     config = config or PreprocessConfig()
     out = Path(out)
     t0 = time.time()
@@ -317,14 +319,14 @@ def preprocess_dataset(inputs: list[str | os.PathLike], out: str | os.PathLike, 
         return rec.is_file() and (not retry_failed or json.loads(rec.read_text())["status"] == "ok")
 
     todo = [(f, n) for f, n in mine if not done(n)]
-    _run_sources(todo, out, config, workers, progress)
+    _run_sources(todo, out, config, workers, progress, str(device))
 
     records = [json.loads((out / SOURCES / f"{n}.json").read_text()) for _, n in named
                if (out / SOURCES / f"{n}.json").is_file()]
     complete = shard[1] == 1 or len(records) == len(named)
     clips_out, fit_error = [], None
     if complete:
-        clips_out, fit_error = _finish(out, records, config, progress)
+        clips_out, fit_error = _finish(out, records, config, progress, str(device))
     return PreprocessResult(out, records, clips_out, fit_error, time.time() - t0, complete)
 
 
@@ -336,7 +338,7 @@ def _silence_native_stderr() -> None:
     os.close(devnull)
 
 
-def _run_sources(todo, out: Path, config: PreprocessConfig, workers: int, progress) -> None:
+def _run_sources(todo, out: Path, config: PreprocessConfig, workers: int, progress, device: str) -> None:
     """Steps 1-3, in this process for one worker, else in `workers` spawned processes."""
     if not todo:
         return
@@ -345,14 +347,14 @@ def _run_sources(todo, out: Path, config: PreprocessConfig, workers: int, progre
     if workers == 1:
         frames = _ProgressEvents(progress, task)
         for k, (f, n) in enumerate(todo):
-            _worker(str(f), str(out), n, config, threads, frames)
+            _worker(str(f), str(out), n, config, threads, frames, device)
             if progress:
                 progress.update(task, info=f"{k + 1}/{len(todo)} videos")
         return
     ctx = mp.get_context("spawn")  # MediaPipe and torch are not fork-safe
     with ctx.Manager() as manager, ProcessPoolExecutor(workers, mp_context=ctx, initializer=_silence_native_stderr) as pool:
         events = manager.Queue()
-        futures = {pool.submit(_worker, str(f), str(out), n, config, threads, events): n for f, n in todo}
+        futures = {pool.submit(_worker, str(f), str(out), n, config, threads, events, device): n for f, n in todo}
         pending = set(futures)
         while pending:
             try:
@@ -379,7 +381,7 @@ class _ProgressEvents:
             self.progress.update(self.task, advance=event[1])
 
 
-def _finish(out: Path, records: list[dict], config: PreprocessConfig, progress) -> tuple[list[dict], float | None]:
+def _finish(out: Path, records: list[dict], config: PreprocessConfig, progress, device: str) -> tuple[list[dict], float | None]:
     """Steps 4-5: face model, coefficients of clips not yet fitted with it, manifest."""
     ok = [r for r in records if r["status"] == "ok"]
     failed = [{"source": r["source"], "name": r["name"], "reason": r["reason"]} for r in records if r["status"] != "ok"]
@@ -396,7 +398,7 @@ def _finish(out: Path, records: list[dict], config: PreprocessConfig, progress) 
         task = progress.add_task("fit coefficients", total=len(clips)) if progress else None
         for clip in clips:
             if coeffs_fingerprint(clip.dir) != model.fingerprint():
-                fit = fit_coefficients(model, clip.landmarks3d(), clip.valid(), clip.crops, config.d3dfr)
+                fit = fit_coefficients(model, clip.landmarks3d(), clip.valid(), clip.crops, config.d3dfr, device)
                 write_coeffs(clip.dir, {"alpha": fit.alpha, "beta": fit.beta, "rho": fit.rho, "fit_error": fit.error},
                              model.fingerprint())
             err = clip.coeffs()["fit_error"][clip.valid()]
@@ -450,7 +452,7 @@ def parse_val_list(text: str | None) -> list[str]:
 
 
 def run(inputs, out, config: PreprocessConfig, workers: int = 1, shard: tuple[int, int] = (0, 1),
-        retry_failed: bool = False) -> PreprocessResult:
+        retry_failed: bool = False, device: str = "cpu") -> PreprocessResult:
     """The `realtalk preprocess` command: progress bars, then a summary table on stderr."""
     from rich.table import Table
 
@@ -459,7 +461,7 @@ def run(inputs, out, config: PreprocessConfig, workers: int = 1, shard: tuple[in
     if workers < 1:
         raise UsageError("--workers must be >= 1")
     with progress() as p:
-        result = preprocess_dataset(inputs, out, config, workers, shard, retry_failed, p)
+        result = preprocess_dataset(inputs, out, config, workers, shard, retry_failed, p, device)
     errors = {}
     for c in result.clips:
         errors.setdefault(c["source_name"], []).append((c["fit_error"] or 0.0, c["n_valid"]))
