@@ -8,6 +8,7 @@ audio -> mouth and e2f can learn coefficients -> image, in seconds on a CPU.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 import cv2
@@ -72,6 +73,7 @@ def make_tiny_dataset(root: Path, n_clips: int = 2, n_frames: int = 40, crop_siz
     """Write and open a synthetic dataset under `root` (see module docstring). Returns a Dataset."""
     from realtalk_cli.audio.features import AudioFrontEnd
     from realtalk_cli.data.dataset import Dataset, write_clip, write_coeffs, write_manifest
+    from realtalk_cli.face.align import AlignConfig
     from realtalk_cli.face.fit import build_landmark_model, fit_landmarks
     from realtalk_cli.face.model import FaceModel  # noqa: F401 (documents the type returned by .face_model)
 
@@ -110,7 +112,9 @@ def make_tiny_dataset(root: Path, n_clips: int = 2, n_frames: int = 40, crop_siz
                      model.fingerprint())
         entries.append({"name": c["name"], "source": "synthetic", "split": "val" if k >= n_clips - val_clips else "train",
                         "n_frames": n_frames, "fit_error": fit.mean_error()})
-    write_manifest(root, entries, [], {"crop_size": crop_size, "features": frontend.to_dict(), "face_model": {"kind": "landmark"}})
+    # the same keys as a real dataset's config.json (trainers copy "features" and "align" into checkpoints)
+    write_manifest(root, entries, [], {"crop_size": crop_size, "fps": 25.0, "features": frontend.to_dict(),
+                                       "align": asdict(AlignConfig(crop_size=crop_size)), "face_model": "landmark"})
     return Dataset.open(root)
 
 
