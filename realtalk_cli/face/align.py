@@ -100,11 +100,26 @@ def warp_to_crop(frame: np.ndarray, a: np.ndarray, crop_size: int) -> np.ndarray
 
 def paste_back(frame: np.ndarray, crop: np.ndarray, a: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
     """Put `crop` back into `frame` through the inverse of `a`; `mask` [S, S] in [0, 1] blends
-    (1 = crop), default: the whole crop. Returns a new frame; pixels outside the crop are untouched."""
+    (1 = crop), default: the whole crop. Returns a new frame; pixels outside the crop are untouched.
+
+    Only the crop's bounding box in the frame is warped and blended, so the cost follows the face's
+    size, not the frame's (a 1080p frame costs what a 256x256 one does)."""
     h, w = frame.shape[:2]
     size = crop.shape[0]
     mask = np.ones((size, size), np.float32) if mask is None else mask.astype(np.float32)
     inv = invert(a)
-    warped = cv2.warpAffine(crop, inv, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    alpha = cv2.warpAffine(mask, inv, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)[..., None]
-    return (frame * (1 - alpha) + warped * alpha).round().clip(0, 255).astype(np.uint8)
+    corners = np.array([[0, 0], [size, 0], [0, size], [size, size]], np.float32) @ inv[:, :2].T + inv[:, 2]
+    x0, y0 = np.floor(corners.min(0)).astype(int) - 1
+    x1, y1 = np.ceil(corners.max(0)).astype(int) + 1
+    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+    out = frame.copy()
+    if x1 <= x0 or y1 <= y0:
+        return out
+    roi = inv.copy()
+    roi[:, 2] -= (x0, y0)  # the same map, into the box's own pixel grid
+    box = (x1 - x0, y1 - y0)
+    warped = cv2.warpAffine(crop, roi, box, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    alpha = cv2.warpAffine(mask, roi, box, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)[..., None]
+    region = frame[y0:y1, x0:x1]
+    out[y0:y1, x0:x1] = (region * (1 - alpha) + warped * alpha).round().clip(0, 255).astype(np.uint8)
+    return out
