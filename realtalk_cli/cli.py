@@ -100,7 +100,7 @@ def preprocess(
     pp.run(inputs, out, config, workers, pp.parse_shard(shard), retry_failed, resolve_device(OPTIONS.device))
 
 
-@app.command(epilog="Example:  realtalk train --stage a2e --data data/ --out models/a2e-run1")
+@app.command(epilog="Example:  realtalk train --stage a2e --data data/ --out models/run1/a2e   (then --stage e2f --out models/run1/e2f)")
 def train(
     stage: str = typer.Option(..., "--stage", help="a2e (audio-to-expression) or e2f (expression-to-face)."),
     data: Path = typer.Option(..., "--data", help="Dataset directory written by `realtalk preprocess`."),
