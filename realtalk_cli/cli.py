@@ -148,6 +148,7 @@ def dub(
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Frames rendered at once."),
     crf: int = typer.Option(18, "--crf", min=0, max=51, help="H.264 quality (lower is better and bigger)."),
     preview: Optional[Path] = typer.Option(None, "--preview", help="Also write a side-by-side video: source | dubbed | mask overlay."),
+    mouth_curve: Optional[Path] = typer.Option(None, "--mouth-curve", help="Also write the predicted mouth opening per frame (JSON), for `realtalk eval --mouth-curve`."),
     backend: str = typer.Option("torch", "--backend", help="torch, or onnx (run `realtalk export` first; CUDA/TensorRT when present)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
     seed: int = typer.Option(0, "--seed", help="Seed for picking the historical expressions from the source video."),
@@ -185,8 +186,8 @@ def dub(
 
     if extend not in EXTEND_MODES:
         raise UsageError(f"--extend {extend!r}: expected one of {', '.join(EXTEND_MODES)}")
-    if preview is not None and len(todo) > 1:
-        raise UsageError("--preview works with a single job")
+    if (preview is not None or mouth_curve is not None) and len(todo) > 1:
+        raise UsageError("--preview and --mouth-curve work with a single job")
     for v, s, o in todo:
         d.check_job(v, s, o, overwrite)
     device = resolve_device(OPTIONS.device)
@@ -200,7 +201,7 @@ def dub(
         if model_dir not in dubbers:
             dubbers[model_dir] = d.Dubber.from_pretrained(model_dir, device, backend)
         options = d.DubOptions(fps=rate, extend=extend, face_index=face_index, bbox=box, batch_size=batch_size,
-                               crf=crf, preview=preview, overwrite=overwrite, seed=seed)
+                               crf=crf, preview=preview, overwrite=overwrite, seed=seed, mouth_curve=mouth_curve)
         result = dubbers[model_dir].dub(v, s, o, options)
         if not OPTIONS.quiet:
             d.print_summary(result)

@@ -99,10 +99,15 @@ def test_faceless_frames_pass_through(dubber, tmp_path):
 def test_preview_and_source_fps(dubber, tmp_path):
     video = make_face_video(tmp_path / "v30.mp4", seconds=1.0, fps=30)
     speech = speech_file(tmp_path / "s.wav", 1.0)
-    result = dubber.dub(video, speech, tmp_path / "o.mp4", DubOptions(fps=None, preview=tmp_path / "p.mp4"))
+    result = dubber.dub(video, speech, tmp_path / "o.mp4", DubOptions(fps=None, preview=tmp_path / "p.mp4",
+                                                                      mouth_curve=tmp_path / "m.json"))
     assert result.frames == 30 and probe(result.output).fps == 30
     p = probe(tmp_path / "p.mp4")
     assert p.width == 3 * 192 and p.has_audio
+    from realtalk_cli.pipelines.evaluate import read_mouth_curve
+
+    curve, fps = read_mouth_curve(tmp_path / "m.json")
+    assert len(curve) == 30 and fps == 30 and np.isfinite(curve).all() and curve.std() > 0
 
 
 def test_cli_dub_and_jobs(model_dir, source, tmp_path):

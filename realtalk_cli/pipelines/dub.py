@@ -56,6 +56,7 @@ class DubOptions:
     overwrite: bool = False
     seed: int = 0                     # history sampling
     feather: float = 0.04             # paste-back edge softness, as a fraction of the crop side
+    mouth_curve: Path | None = None   # also write the predicted mouth opening per frame (for `realtalk eval`)
 
 
 @dataclass
@@ -279,8 +280,9 @@ class Dubber:
         options = options or DubOptions()
         video, speech = Path(video), Path(speech)
         out = check_output_path(out, [video, speech], overwrite=options.overwrite)
-        if options.preview is not None:
-            check_output_path(options.preview, [video, speech, out], overwrite=True)
+        for extra in (options.preview, options.mouth_curve):
+            if extra is not None:
+                check_output_path(extra, [video, speech, out], overwrite=True)
         clock = _Clock()
         info = probe(video)
         if not info.has_video:
@@ -294,6 +296,8 @@ class Dubber:
         track = self.track(video, DubOptions(**{**options.__dict__, "fps": fps}), info, clock)
         with clock("a2e"):
             beta_hat = self.expressions(wav, n_out, track, options.seed)
+        if options.mouth_curve is not None:
+            self._write_mouth_curve(options.mouth_curve, beta_hat, track, extend_indices(n_out, track.n_frames, options.extend), fps)
         indices = extend_indices(n_out, track.n_frames, options.extend)
 
         with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.stem}.") as tmp:
@@ -305,6 +309,16 @@ class Dubber:
                 if preview:
                     mux(preview, wav, options.preview, duration=n_out / fps)
         return DubResult(out, n_out, track.n_frames, missing, track.width, track.height, fps, n_out / fps, dict(clock.seconds))
+
+    def _write_mouth_curve(self, path, beta_hat, track, indices, fps) -> None:
+        """The mouth opening the renderer is asked for, per output frame: V(alpha, beta_hat, rho) of the shown frame."""
+        from realtalk_cli.pipelines.evaluate import write_mouth_curve
+
+        t = lambda a: torch.as_tensor(np.asarray(a, np.float32))  # noqa: E731
+        with torch.no_grad():
+            verts = self.fit_face.vertices(t(track.alpha)[None].expand(len(beta_hat), -1), t(beta_hat), t(track.rho[indices]))
+            opening = self.fit_face.mouth_opening(verts).numpy()
+        write_mouth_curve(path, opening, fps)
 
     def _render_pass(self, video, info, track, beta_hat, indices, fps, silent, preview_path, options, clock, on_frame) -> int:
         S = self.e2f.image_size
