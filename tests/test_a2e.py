@@ -219,3 +219,14 @@ def test_runs_under_torchrun_ddp(dataset, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_0000002", "step_0000003"]
     assert sorted(losses(run)) == [1, 2, 3]  # one log line per step: rank 0 only
+
+
+def test_within_clip_split_ranges(dataset):
+    from realtalk_cli.data.dataset import Dataset
+    from realtalk_cli.train.a2e_task import load_clips, window_table
+
+    (c,) = load_clips(Dataset.open(dataset), 0.5, 0.75)
+    assert c.train == (0, 48) and c.val == (48, 72)  # frames 72.. stay unseen (inner validation)
+    starts = window_table([c], 4)[:, 1]
+    assert starts.max() + 4 <= 48  # training windows never reach held-out frames
+    assert not any(s <= 32 < s + 4 for s in starts)  # nor cover the untracked frame (n_frames // 3)
