@@ -161,8 +161,9 @@ def test_tiny_model_overfits(dataset, tmp_path):
     assert ckpt == run / "checkpoints" / "step_0000300"
 
 
-def test_resume_gives_identical_next_loss(dataset, tmp_path):
-    cfg = tiny_config(tmp_path, log_every=1, val_every=0, ckpt_every=3)
+@pytest.mark.parametrize("ema", [0.0, 0.9])
+def test_resume_gives_identical_next_loss(dataset, tmp_path, ema):
+    cfg = tiny_config(tmp_path, log_every=1, val_every=0, ckpt_every=3, ema=ema)
     full, part = tmp_path / "full", tmp_path / "part"
     train("a2e", dataset, full, config=cfg, overrides={"trainer": {"steps": 6}}, device="cpu")
     train("a2e", dataset, part, config=cfg, overrides={"trainer": {"steps": 3}}, device="cpu")
@@ -170,6 +171,13 @@ def test_resume_gives_identical_next_loss(dataset, tmp_path):
     a, b = losses(full), losses(part)
     assert a[4] == b[4] and a[6] == b[6]  # exact: same weights, optimizer state, batch and dropout
     assert sorted(b) == list(range(1, 7))  # the log reads like one run
+    _, ta = load_checkpoint(full / "checkpoints" / "step_0000006")
+    _, tb = load_checkpoint(part / "checkpoints" / "step_0000006")
+    for k, v in ta["a2e"].items():  # the weights inference loads (the average, with ema) agree too
+        assert torch.equal(v, tb["a2e"][k]), k
+    assert ("raw_a2e" in ta) == (ema > 0)
+    if ema:
+        assert not torch.equal(ta["a2e"]["head.weight"], ta["raw_a2e"]["head.weight"])
 
 
 def test_checkpoint_round_trip_is_bit_exact(dataset, tmp_path):
