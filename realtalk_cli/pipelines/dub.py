@@ -21,7 +21,7 @@ import os
 import tempfile
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -33,7 +33,7 @@ from realtalk_cli.errors import RealtalkError, UsageError
 from realtalk_cli.face import align
 from realtalk_cli.face.fit import fit_landmarks
 from realtalk_cli.face.model import FaceModel
-from realtalk_cli.face.tracker import FaceTracker, TrackerConfig
+from realtalk_cli.face.tracker import FaceTracker, TrackerConfig, smooth_landmarks
 from realtalk_cli.fsutil import atomic_file, check_output_path
 from realtalk_cli.media import VideoReader, VideoWriter, load_audio, mux, probe
 from realtalk_cli.pipelines.a2e_infer import load_a2e, predict_expressions, sample_history
@@ -201,12 +201,14 @@ class Dubber:
     def track(self, video: str | os.PathLike, options: DubOptions, info=None, clock: _Clock | None = None) -> SourceTrack:
         clock = clock or _Clock()
         reader = VideoReader(video, options.fps, info=info)
+        # raw landmarks here, smoothed zero-phase afterwards exactly as preprocessing does (an online
+        # filter would delay the lips by about a frame relative to what the models were trained on)
         tracker_cfg = TrackerConfig(face_index=options.face_index, bbox=options.bbox)
-        params, found = [], []
-        n_lm = None
+        found, n_lm = [], 478
         with tempfile.TemporaryDirectory() as tmp:
-            spill = open(Path(tmp) / "landmarks.f32", "wb")
-            with FaceTracker(tracker_cfg, reader.fps) as tracker, progress() as p:
+            raw_path = Path(tmp) / "raw.f32"
+            with open(raw_path, "wb") as spill, FaceTracker(replace(tracker_cfg, smooth=False), reader.fps) as tracker, \
+                    progress() as p:
                 task = p.add_task("track source", total=reader.n_frames, info="")
                 frames = iter(reader)
                 while True:
@@ -217,28 +219,39 @@ class Dubber:
                     with clock("track"):
                         lm = tracker.update(frame)
                     found.append(lm is not None)
-                    if lm is None:  # crop parameters are interpolated over the gap later
-                        lm = np.full((n_lm or 478, 3), np.nan, np.float32)
-                        params.append(np.full(4, np.nan))
-                    else:
-                        params.append(align.frame_params(lm[None], self.align_config)[0])
-                    n_lm = lm.shape[0]
-                    spill.write(lm.astype(np.float32).tobytes())
+                    if lm is not None:
+                        n_lm = lm.shape[0]
+                    spill.write((lm if lm is not None else np.full((n_lm, 3), np.nan)).astype(np.float32).tobytes())
                     p.update(task, advance=1, info=f"{sum(found)} faces")
-            spill.close()
             found = np.array(found, bool)
             if len(found) == 0:
                 raise RealtalkError("no frames could be decoded", video)
             if not found.any():
                 raise RealtalkError("no face found in any frame", video)
             with clock("fit"):
-                smoothed = align.smooth_params(np.array(params), found, self.align_config.smooth_sigma)
+                raw = np.memmap(raw_path, np.float32, "r", shape=(len(found), n_lm, 3))
+                landmarks = np.memmap(Path(tmp) / "smooth.f32", np.float32, "w+", shape=raw.shape)
+                params = self._smooth(raw, landmarks, found, tracker_cfg, reader.fps)
+                smoothed = align.smooth_params(params, found, self.align_config.smooth_sigma)
                 transforms = align.params_to_affine(smoothed, self.align_config.crop_size)
-                landmarks = np.memmap(Path(tmp) / "landmarks.f32", np.float32, "r", shape=(len(found), n_lm, 3))
                 alpha, beta, rho, err = self._fit(landmarks, found, transforms)
-                del landmarks
+                del raw, landmarks
         return SourceTrack(len(found), reader.width, reader.height, found, transforms, alpha, beta, rho, err,
                            int(np.argmax(found)))
+
+    def _smooth(self, raw, out, found, tracker_cfg, fps, margin: int = 50) -> np.ndarray:
+        """Zero-phase landmark smoothing chunk by chunk (bounded memory): each chunk sees `margin`
+        frames either side, enough for the filter's state to forget where the chunk began."""
+        params = np.full((len(found), 4), np.nan)
+        for a in range(0, len(found), FIT_CHUNK):
+            b = min(len(found), a + FIT_CHUNK)
+            lo, hi = max(0, a - margin), min(len(found), b + margin)
+            sm = smooth_landmarks(np.array(raw[lo:hi]), found[lo:hi], fps, tracker_cfg)[a - lo:b - lo]
+            out[a:b] = sm
+            ok = found[a:b]
+            if ok.any():
+                params[a:b][ok] = align.frame_params(sm[ok], self.align_config)
+        return params
 
     def _fit(self, landmarks: np.ndarray, found: np.ndarray, transforms: np.ndarray):
         """Fit in chunks: alpha from the first chunk with faces, then beta and rho chunk by chunk."""
