@@ -18,8 +18,8 @@ Streaming latency. Audio arriving in chunks can be dubbed in blocks of H frames:
 [kH, kH + H) are final once the window starting at kH has run, which needs audio up to the end of
 frame kH + T - 1. The first frame of a block therefore waits T frames of audio:
 T / 25 fps = 640 ms for the paper's T = 16, plus the audio front end's look-ahead (mel: its 40 ms
-window reaches 10 ms past the hop it describes) and one window of compute (about 25 ms for the paper
-config on one core of our CPU, see docs/experiments/a2e.md): about 0.68 s in all. HuBERT features
+window reaches 10 ms past the hop it describes) and one window of compute (25-42 ms for the paper
+config on one shared core of our CPU, see docs/experiments/a2e.md): about 0.68 s in all. HuBERT features
 need more look-ahead (its context); a smaller T trades accuracy for latency.
 """
 
