@@ -1,6 +1,6 @@
 """Held-out evaluation of a2e runs against two baselines (docs/experiments/a2e.md).
 
-    python examples/a2e_eval.py --data runs/data_cnn2 --split-frames 0.8 runs/a2e_both runs/a2e_none ...
+    python examples/a2e_eval.py --data runs/data_cnn2 --split-frames 0.8 runs/a2e/both_s0 runs/a2e/no_prior_s0 ...
     python examples/a2e_eval.py --time-paper-config      # parameters and per-window CPU time
 
 For every run: the model on the held-out frames, and the model on audio shifted by --shift-seconds
