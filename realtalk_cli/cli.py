@@ -14,7 +14,7 @@ from typing import Optional
 import typer
 
 from realtalk_cli import __version__
-from realtalk_cli.errors import NotImplementedYet, RealtalkError
+from realtalk_cli.errors import RealtalkError
 from realtalk_cli.progress import err_console, set_quiet
 
 

@@ -1,6 +1,5 @@
 """Media I/O: probe, streamed read/write, audio loading, mux; each bad input from issue 2."""
 
-import os
 import subprocess
 import sys
 from pathlib import Path

@@ -15,7 +15,6 @@ from test_a2e import make_dataset, tiny_config
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    torch.set_num_threads(1)
     return make_dataset(tmp_path_factory.mktemp("budget_data"))
 
 

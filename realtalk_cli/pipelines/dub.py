@@ -34,7 +34,7 @@ from realtalk_cli.face import align
 from realtalk_cli.face.fit import fit_landmarks
 from realtalk_cli.face.model import FaceModel
 from realtalk_cli.face.tracker import FaceTracker, TrackerConfig, smooth_landmarks
-from realtalk_cli.fsutil import atomic_file, check_output_path
+from realtalk_cli.fsutil import check_output_path
 from realtalk_cli.media import VideoReader, VideoWriter, load_audio, mux, probe
 from realtalk_cli.pipelines.a2e_infer import load_a2e, predict_expressions, sample_history
 from realtalk_cli.pipelines.e2f_infer import E2FModel, face_masks, load_renderer, render
