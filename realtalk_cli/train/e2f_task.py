@@ -303,9 +303,12 @@ def to_float255(x: Tensor) -> np.ndarray:
 
 def write_preview(path: Path, b: dict[str, Tensor], rows: int) -> None:
     """PNG grid, one row per frame: masked input | reference | output | target."""
-    n = min(rows, len(b["source"]))
-    cols = [b["source"][:n] * b["keep"][:n], b["reference"][:n], b["output"][:n], b["source"][:n]]
-    grid = np.concatenate([np.concatenate(list(to_uint8(c)), axis=0) for c in cols], axis=1)
+    write_grid(path, [b["source"] * b["keep"], b["reference"], b["output"], b["source"]], rows)
+
+
+def write_grid(path: Path, columns: list[Tensor], rows: int) -> None:
+    """PNG of image batches [B,3,S,S] in [0,1] side by side, the first `rows` frames of each."""
+    grid = np.concatenate([np.concatenate(list(to_uint8(c[:rows])), axis=0) for c in columns], axis=1)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(path) as tmp:
         if not cv2.imwrite(str(tmp), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR)):
