@@ -354,12 +354,13 @@ class Dubber:
             affines = [to_render(track.transforms[j]) for j in src_idx]
             with clock("crop"):
                 crops = np.stack([align.warp_to_crop(f, a, S) for (_, _, f), a in zip(batch, affines)])
-            with clock("render"):
-                rendered = render(self.e2f, crops, reference, track.alpha, beta_hat[out_idx], track.rho[src_idx])
-                t = lambda a: torch.as_tensor(np.asarray(a, np.float32), device=self.device)  # noqa: E731
+            t = lambda a: torch.as_tensor(np.asarray(a, np.float32), device=self.device)  # noqa: E731
+            with clock("mask"):
                 keep, _ = face_masks(self.face, self.e2f.mask, t(track.alpha)[None].expand(len(batch), -1),
                                      t(beta_hat[out_idx]), t(track.rho[src_idx]), S)
-                keep = keep[:, 0].cpu().numpy()
+            with clock("render"):
+                rendered = render(self.e2f, crops, reference, track.alpha, beta_hat[out_idx], track.rho[src_idx], keep)
+            keep = keep[:, 0].cpu().numpy()
             for (i, j, frame), crop, a, k in zip(batch, rendered, affines, keep):
                 with clock("paste"):
                     # paste only where the renderer may change pixels, feathered: everything else stays the source

@@ -62,8 +62,9 @@ def coefficients(alpha: Tensor, beta: Tensor, rho: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def render(model: E2FModel, sources: np.ndarray, reference: np.ndarray, alpha, beta, rho) -> np.ndarray:
-    """Render a batch: sources uint8 [B,S,S,3], one reference uint8 [S,S,3], alpha [n_id], beta [B,n_exp], rho [B,6]."""
+def render(model: E2FModel, sources: np.ndarray, reference: np.ndarray, alpha, beta, rho, keep: Tensor | None = None) -> np.ndarray:
+    """Render a batch: sources uint8 [B,S,S,3], one reference uint8 [S,S,3], alpha [n_id], beta [B,n_exp], rho [B,6].
+    `keep` (M from `face_masks`) can be passed by a caller that needs the mask too, to draw it once."""
     net = model.renderer
     dev = next(net.parameters()).device
     t = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32, device=dev)  # noqa: E731
@@ -71,7 +72,8 @@ def render(model: E2FModel, sources: np.ndarray, reference: np.ndarray, alpha, b
     S = model.image_size
     src = to_tensor(sources, S, dev)
     ref = to_tensor(reference[None], S, dev).expand(len(src), -1, -1, -1)
-    keep, _ = face_masks(model.face, model.mask, alpha.expand(len(src), -1), beta, rho, S)
+    if keep is None:
+        keep, _ = face_masks(model.face, model.mask, alpha.expand(len(src), -1), beta, rho, S)
     return to_uint8(net(src, ref, coefficients(alpha, beta, rho), keep))
 
 
