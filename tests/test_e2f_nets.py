@@ -12,15 +12,6 @@ from realtalk_cli.nets.mask import MaskConfig, keep_mask, learnable_region, poly
 from realtalk_cli.nets.renderer import ALIGN_KINDS, Renderer, RendererConfig
 from realtalk_cli.nets.vgg import PerceptualLoss, VGG19Features
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks: one thread is ~20x faster than two on a shared 2-core machine (no OpenMP spinning)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 S = 64
 
 

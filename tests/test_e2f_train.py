@@ -1,6 +1,7 @@
 """e2f training on the tiny synthetic dataset: overfitting, checkpoints, previews, losses, metrics."""
 
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -14,16 +15,7 @@ from realtalk_cli.train import run
 from realtalk_cli.train.e2f_task import E2FTask
 from realtalk_cli.train.run import merge, read_config
 
-TINY = "models/configs/e2f_tiny.json"
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks: one thread is ~20x faster than two on a shared 2-core machine (no OpenMP spinning)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+TINY = Path(__file__).resolve().parents[1] / "models" / "configs" / "e2f_tiny.json"
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +27,7 @@ def data_dir(tmp_path_factory):
 
 
 def tiny_config(tmp_path, **sections) -> str:
-    from pathlib import Path
-
-    cfg = merge(read_config(Path(__file__).resolve().parents[1] / TINY), sections)
+    cfg = merge(read_config(TINY), sections)
     path = tmp_path / "config.json"
     path.write_text(json.dumps(cfg))
     return str(path)

@@ -51,7 +51,6 @@ def polygon_fill(points: Tensor, height: int, width: int, feather: float = 1.0, 
     (up to sub-pixel error at the polygon's corners) at a fraction of the cost of every pixel
     (16x fewer at 256 px). All P edges are evaluated at once: [B, P, grid, grid] stays small.
     """
-    B = points.shape[0]
     pts = points.float()
     s = max(1, min(height, width) // grid)  # block size in pixels
     h, w = -(-height // s), -(-width // s)
