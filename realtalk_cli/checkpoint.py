@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from realtalk_cli.errors import RealtalkError
-from realtalk_cli.fsutil import atomic_dir
+from realtalk_cli.fsutil import atomic_dir, read_json
 
 CONFIG_NAME = "config.json"
 
@@ -38,10 +38,7 @@ def load_checkpoint(directory: str | os.PathLike, required: tuple[str, ...] = ()
         raise RealtalkError("checkpoint directory not found", directory)
     if not cfg_path.is_file():
         raise RealtalkError(f"not a realtalk checkpoint (no {CONFIG_NAME})", directory)
-    try:
-        config = json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as e:
-        raise RealtalkError(f"{CONFIG_NAME} is not valid JSON ({e.msg}, line {e.lineno})", cfg_path) from None
+    config = read_json(cfg_path, CONFIG_NAME)
     tensors = {}
     for f in sorted(directory.glob("*.safetensors")):
         try:

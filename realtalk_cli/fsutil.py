@@ -64,6 +64,19 @@ def atomic_dir(target: str | os.PathLike):
         raise
 
 
+def read_json(path: str | os.PathLike, what: str = "file", error: type[RealtalkError] = RealtalkError):
+    """Parse a JSON file; a missing or malformed file is a one-line error naming it."""
+    import json
+
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise error(f"{what} not found", path) from None
+    except json.JSONDecodeError as e:
+        raise error(f"{what} is not valid JSON ({e.msg}, line {e.lineno})", path) from None
+
+
 def require_file(path: str | os.PathLike, what: str = "file") -> Path:
     path = Path(path)
     if not path.exists():

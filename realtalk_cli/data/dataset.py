@@ -31,22 +31,13 @@ import soundfile as sf
 from safetensors.numpy import load_file, save_file
 
 from realtalk_cli.errors import RealtalkError
-from realtalk_cli.fsutil import atomic_dir, atomic_file
+from realtalk_cli.fsutil import atomic_dir, atomic_file, read_json
 
 FORMAT = "realtalk-dataset"
 VERSION = 1
 MANIFEST, CONFIG, FACE_MODEL, CLIPS = "manifest.json", "config.json", "face_model", "clips"
 SAMPLE_RATE = 16000
 FEATURES_PER_FRAME = 2
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise RealtalkError("missing file", path) from None
-    except json.JSONDecodeError as e:
-        raise RealtalkError(f"not valid JSON ({e.msg}, line {e.lineno})", path) from None
 
 
 def _write_json(path: Path, obj) -> None:
@@ -68,7 +59,7 @@ class Clip:
 
     def __init__(self, directory: str | os.PathLike):
         self.dir = Path(directory)
-        self.meta = _read_json(self.dir / "meta.json")
+        self.meta = read_json(self.dir / "meta.json")
         self.name: str = self.meta["name"]
         self.n_frames: int = int(self.meta["n_frames"])
         self.fps: float = float(self.meta["fps"])
@@ -155,12 +146,12 @@ class Dataset:
         directory = Path(directory)
         if not (directory / MANIFEST).is_file():
             raise RealtalkError("not a realtalk dataset (no manifest.json; run `realtalk preprocess` first)", directory)
-        manifest = _read_json(directory / MANIFEST)
+        manifest = read_json(directory / MANIFEST)
         if manifest.get("format") != FORMAT:
             raise RealtalkError("manifest.json is not a realtalk dataset manifest", directory)
         if manifest.get("version", 0) > VERSION:
             raise RealtalkError(f"dataset format version {manifest['version']} is newer than this realtalk", directory)
-        config = _read_json(directory / CONFIG) if (directory / CONFIG).is_file() else {}
+        config = read_json(directory / CONFIG) if (directory / CONFIG).is_file() else {}
         return cls(directory, manifest, config)
 
     @property

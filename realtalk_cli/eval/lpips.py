@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from realtalk_cli.errors import RealtalkError
 from realtalk_cli.eval.weights import load_weights, read_state_dict
+from realtalk_cli.nets.vgg import vgg_layers
 
 # per backbone: torchvision `features` layout, the indices of the tapped ReLUs, and their widths
 ALEX_LAYOUT = [("conv", 3, 64, 11, 4, 2), "relu", "pool", ("conv", 64, 192, 5, 1, 2), "relu", "pool",
@@ -50,13 +51,7 @@ def _features(backbone: str) -> nn.Sequential:
                 _, cin, cout, k, s, p = spec
                 layers.append(nn.Conv2d(cin, cout, k, stride=s, padding=p))
     else:
-        cin = 3
-        for v in VGG16_WIDTHS:
-            if v == "M":
-                layers.append(nn.MaxPool2d(2, 2))
-            else:
-                layers += [nn.Conv2d(cin, v, 3, padding=1), nn.ReLU()]
-                cin = v
+        layers = vgg_layers(VGG16_WIDTHS)
     return nn.Sequential(*layers[: TAPS[backbone][-1] + 1])
 
 

@@ -24,17 +24,23 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def vgg_layers(layout: list) -> list[nn.Module]:
+    """torchvision's `features` list for a VGG layout (widths and "M"), so its state-dict indices load."""
+    layers: list[nn.Module] = []
+    cin = 3
+    for v in layout:
+        if v == "M":
+            layers.append(nn.MaxPool2d(2, 2))
+        else:
+            layers += [nn.Conv2d(cin, v, 3, padding=1), nn.ReLU()]
+            cin = v
+    return layers
+
+
 class VGG19Features(nn.Module):
     def __init__(self):
         super().__init__()
-        layers: list[nn.Module] = []
-        cin = 3
-        for v in VGG19_LAYOUT:
-            if v == "M":
-                layers.append(nn.MaxPool2d(2, 2))
-            else:
-                layers += [nn.Conv2d(cin, v, 3, padding=1), nn.ReLU()]
-                cin = v
+        layers = vgg_layers(VGG19_LAYOUT)
         self.features = nn.Sequential(*layers[: max(PERCEPTUAL_LAYERS) + 1])  # nothing after relu5_1 is used
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)

@@ -10,7 +10,6 @@ Config precedence: stage defaults < --config JSON files in order (any subset, me
 from __future__ import annotations
 
 import importlib
-import json
 import os
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import torch
 
 from realtalk_cli.device import resolve_device
 from realtalk_cli.errors import NotImplementedYet, UsageError
+from realtalk_cli.fsutil import read_json
 from realtalk_cli.progress import set_quiet
 from realtalk_cli.train.trainer import Trainer, TrainerConfig, init_distributed, latest_checkpoint
 
@@ -33,13 +33,7 @@ def merge(base: dict, override: dict) -> dict:
 
 
 def read_config(path: str | os.PathLike) -> dict:
-    path = Path(path)
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UsageError("config file not found", path) from None
-    except json.JSONDecodeError as e:
-        raise UsageError(f"config is not valid JSON ({e.msg}, line {e.lineno})", path) from None
+    return read_json(path, "config file", UsageError)
 
 
 def load_weights(task, path: str | os.PathLike) -> None:
