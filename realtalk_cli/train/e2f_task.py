@@ -227,7 +227,8 @@ class E2FTask(Task):
             loss = loss + tc.w_vgg * vgg
             metrics["vgg"] = vgg.item()
         if "discriminator" in self.models:
-            adv = F.softplus(-self.models["discriminator"](out)).mean()  # = BCE(D(out), real)
+            # the bare module: D is not updated in this step, so no DDP gradient sync for it
+            adv = F.softplus(-unwrap(self.models["discriminator"])(out)).mean()  # = BCE(D(out), real)
             loss = loss + tc.w_adv * adv
             metrics["adv_g"] = adv.item()
         return loss, metrics
@@ -235,13 +236,15 @@ class E2FTask(Task):
     def train_step(self, batch: dict[str, Tensor], trainer) -> dict[str, float]:
         disc = self.models.get("discriminator")
         if disc is not None:
-            disc.requires_grad_(False)  # the generator step must not accumulate D gradients
+            unwrap(disc).requires_grad_(False)  # the generator step must not accumulate D gradients
         out = self.models["renderer"](batch["source"], batch["reference"], batch["coeffs"], batch["keep"])
         loss, metrics = self.generator_loss(batch, out)
         trainer.optimize(loss, "gen")
         if disc is not None:
-            disc.requires_grad_(True)
-            d_loss = F.softplus(-disc(batch["source"])).mean() + F.softplus(disc(out.detach())).mean()
+            unwrap(disc).requires_grad_(True)
+            # real and fake in one forward (one DDP forward per backward; InstanceNorm is per sample)
+            real, fake = disc(torch.cat([batch["source"], out.detach()])).chunk(2)
+            d_loss = F.softplus(-real).mean() + F.softplus(fake).mean()
             trainer.optimize(d_loss, "disc")
             metrics["adv_d"] = d_loss.item()
         return {"loss": loss.item(), **metrics, "data_ms": 1000 * self._data_s}
