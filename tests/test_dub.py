@@ -166,3 +166,18 @@ def test_onnx_backend_matches_torch(model_dir, dubber, source, tmp_path):
               on_frame=lambda i, s, o, p, b=backend: frames.__setitem__((b, i), o))
     diffs = [np.abs(frames["torch", i].astype(int) - frames["onnx", i].astype(int)).max() for i in range(25)]
     assert max(diffs) <= 2  # float rounding differences only, after uint8 quantisation
+
+
+def test_bench_cli_table_and_json(model_dir, tmp_path):
+    import json
+
+    out = tmp_path / "bench.json"
+    r = cli("bench", "--checkpoint", model_dir, "--batches", "1,2", "--repeats", 2, "--backends", "eager,onnx",
+            "--e2e-seconds", 1, "--json", out)
+    result = json.loads(out.read_text())
+    rows = {(row["stage"], row["backend"], row["batch"]) for row in result["rows"]}
+    assert {("a2e", "eager", 1), ("renderer", "eager", 1), ("renderer", "eager", 2), ("renderer", "onnx", 2)} <= rows
+    assert all(row["ms_median"] > 0 and row["ms_min"] <= row["ms_median"] <= row["ms_max"] for row in result["rows"])
+    assert result["dub"]["frames"] == 25 and set(result["dub"]["stages"]) >= {"decode", "track", "render", "encode"}
+    assert result["environment"]["torch"] and result["paper_v100"]["e2f_ms"] == 30.8
+    assert "V100" in r.stdout and "renderer" in r.stdout  # the table, with the paper's figures beside ours
