@@ -179,6 +179,23 @@ class _OnnxRenderer(_OnnxA2E):
     pass
 
 
+class _FrameFile:
+    """Per-frame [n, 3] float32 arrays in a file, appended and read back by ranges. Memory stays at
+    one chunk whatever the length (a memmap would keep every page it touched counted as resident)."""
+
+    def __init__(self, path: Path, n_points: int):
+        self.path, self.row = Path(path), n_points * 3
+        self.path.touch()
+
+    def append(self, frames: np.ndarray) -> None:
+        with open(self.path, "ab") as f:
+            f.write(np.ascontiguousarray(frames, np.float32).tobytes())
+
+    def read(self, a: int, b: int) -> np.ndarray:
+        data = np.fromfile(self.path, np.float32, count=(b - a) * self.row, offset=4 * a * self.row)
+        return data.reshape(b - a, -1, 3)
+
+
 class Dubber:
     """Loaded models, reused across dubbing jobs (batch mode loads them once)."""
 
@@ -229,13 +246,11 @@ class Dubber:
             if not found.any():
                 raise RealtalkError("no face found in any frame", video)
             with clock("fit"):
-                raw = np.memmap(raw_path, np.float32, "r", shape=(len(found), n_lm, 3))
-                landmarks = np.memmap(Path(tmp) / "smooth.f32", np.float32, "w+", shape=raw.shape)
+                raw, landmarks = _FrameFile(raw_path, n_lm), _FrameFile(Path(tmp) / "smooth.f32", n_lm)
                 params = self._smooth(raw, landmarks, found, tracker_cfg, reader.fps)
                 smoothed = align.smooth_params(params, found, self.align_config.smooth_sigma)
                 transforms = align.params_to_affine(smoothed, self.align_config.crop_size)
                 alpha, beta, rho, err = self._fit(landmarks, found, transforms)
-                del raw, landmarks
         return SourceTrack(len(found), reader.width, reader.height, found, transforms, alpha, beta, rho, err,
                            int(np.argmax(found)))
 
@@ -246,8 +261,8 @@ class Dubber:
         for a in range(0, len(found), FIT_CHUNK):
             b = min(len(found), a + FIT_CHUNK)
             lo, hi = max(0, a - margin), min(len(found), b + margin)
-            sm = smooth_landmarks(np.array(raw[lo:hi]), found[lo:hi], fps, tracker_cfg)[a - lo:b - lo]
-            out[a:b] = sm
+            sm = smooth_landmarks(raw.read(lo, hi), found[lo:hi], fps, tracker_cfg)[a - lo:b - lo]
+            out.append(sm)
             ok = found[a:b]
             if ok.any():
                 params[a:b][ok] = align.frame_params(sm[ok], self.align_config)
@@ -271,8 +286,8 @@ class Dubber:
         return alpha, beta, rho, float(np.concatenate(errors).mean())
 
     @staticmethod
-    def _crop_points(landmarks, transforms, s: slice) -> np.ndarray:
-        lm = np.array(landmarks[s])
+    def _crop_points(landmarks: "_FrameFile", transforms, s: slice) -> np.ndarray:
+        lm = landmarks.read(s.start, s.stop)
         ok = np.isfinite(lm[:, 0, 0])
         if ok.any() and not ok.all():  # frames without a face take the nearest found frame's shape
             idx = np.arange(len(lm))
