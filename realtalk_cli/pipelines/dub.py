@@ -143,21 +143,22 @@ def load_models(model_dir: str | os.PathLike, device: torch.device, backend: str
         from realtalk_cli.pipelines.export import OnnxModel
 
         onnx_dir = model_dir / "onnx"
-        a2e = _OnnxA2E(OnnxModel(onnx_dir / "a2e.onnx", device), a2e.cfg)
-        e2f = E2FModel(_OnnxRenderer(OnnxModel(onnx_dir / "renderer.onnx", device), e2f.renderer.cfg), e2f.face, e2f.mask)
+        a2e = _OnnxNet(OnnxModel(onnx_dir / "a2e.onnx", device), a2e.cfg)
+        e2f = E2FModel(_OnnxNet(OnnxModel(onnx_dir / "renderer.onnx", device), e2f.renderer.cfg), e2f.face, e2f.mask)
     elif backend != "torch":
         raise UsageError(f"--backend {backend!r}: expected torch or onnx")
     return a2e, e2f, a2e_config
 
 
 def _face_tensors(a2e_dir: Path) -> dict:
-    from realtalk_cli.checkpoint import load_checkpoint
+    """Only the face-model file of the a2e checkpoint (not its weights and optimizer state again)."""
+    from safetensors.torch import load_file
 
-    return load_checkpoint(resolve_run(a2e_dir))[1]["face_model"]
+    return load_file(str(resolve_run(a2e_dir) / "face_model.safetensors"))
 
 
-class _OnnxA2E:
-    """An exported a2e graph behind the module interface that a2e inference uses."""
+class _OnnxNet:
+    """An exported graph behind the small part of the nn.Module interface that inference uses."""
 
     def __init__(self, runner, cfg):
         self.runner, self.cfg, self.training = runner, cfg, False
@@ -173,10 +174,6 @@ class _OnnxA2E:
 
     def train(self, mode: bool = True):
         return self
-
-
-class _OnnxRenderer(_OnnxA2E):
-    pass
 
 
 class _FrameFile:
