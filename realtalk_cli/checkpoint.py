@@ -57,3 +57,24 @@ def _json_default(o):
     if hasattr(o, "tolist"):
         return o.tolist()
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def read_state_dict(path: str | os.PathLike, what: str) -> dict[str, torch.Tensor]:
+    """A third-party weights file (.pth read with weights_only=True, never unpickled, or .safetensors)
+    -> a flat name -> tensor dict; a missing, damaged or foreign file is a one-line error."""
+    path = Path(path)
+    if not path.is_file():
+        raise RealtalkError(f"{what} weights file not found", path)
+    try:
+        if path.suffix == ".safetensors":
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a damaged or foreign file raises several exception types
+        raise RealtalkError(f"cannot read {what} weights ({type(e).__name__}: {e})", path) from None
+    for key in ("state_dict", "model", "net_recon"):  # wrappers used by common training scripts
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise RealtalkError(f"not a {what} state dict (expected a mapping of names to tensors)", path)
+    return {k.removeprefix("module."): v for k, v in state.items()}  # DataParallel checkpoints

@@ -20,7 +20,8 @@ import numpy as np
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from realtalk_cli.eval.weights import load_weights, read_state_dict
+from realtalk_cli.checkpoint import read_state_dict
+from realtalk_cli.eval.weights import load_weights
 from realtalk_cli.face import mediapipe_mesh as mesh
 
 INPUT_SIZE = 112

@@ -20,7 +20,8 @@ import torch
 from torch import Tensor, nn
 
 from realtalk_cli.errors import RealtalkError
-from realtalk_cli.eval.weights import load_weights, read_state_dict
+from realtalk_cli.checkpoint import read_state_dict
+from realtalk_cli.eval.weights import load_weights
 from realtalk_cli.nets.vgg import vgg_layers
 
 # per backbone: torchvision `features` layout, the indices of the tapped ReLUs, and their widths

@@ -10,34 +10,12 @@ silently half-loaded network.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Callable, Iterable
 
-import torch
 from torch import Tensor, nn
 
+from realtalk_cli.checkpoint import read_state_dict
 from realtalk_cli.errors import RealtalkError
-
-
-def read_state_dict(path: str | os.PathLike, what: str) -> dict[str, Tensor]:
-    path = Path(path)
-    if not path.is_file():
-        raise RealtalkError(f"{what} weights file not found", path)
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # a damaged or foreign file raises several exception types
-        raise RealtalkError(f"cannot read {what} weights ({type(e).__name__}: {e})", path) from None
-    for key in ("state_dict", "model"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise RealtalkError(f"not a {what} state dict (expected a mapping of names to tensors)", path)
-    return {k.removeprefix("module."): v for k, v in state.items()}  # DataParallel checkpoints
 
 
 def load_weights(model: nn.Module, paths: str | os.PathLike | Iterable[str | os.PathLike], what: str,

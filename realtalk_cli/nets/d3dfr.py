@@ -9,11 +9,11 @@ id 0:80, exp 80:144, tex 144:224, angles 224:227, gamma 227:254, trans 254:257.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import torch
 from torch import nn
 
+from realtalk_cli.checkpoint import read_state_dict
 from realtalk_cli.errors import RealtalkError
 
 HEADS = (("id", 80), ("exp", 64), ("tex", 80), ("angle", 3), ("gamma", 27), ("txy", 2), ("tz", 1))
@@ -85,19 +85,7 @@ class D3DFRRegressor(nn.Module):
     @classmethod
     def load(cls, path: str | os.PathLike) -> "D3DFRRegressor":
         """From the public `.pth` (tensors only: weights_only=True) or a `.safetensors` state dict."""
-        path = Path(path)
-        if not path.is_file():
-            raise RealtalkError("Deep3DFaceRecon checkpoint not found", path)
-        try:
-            if path.suffix == ".safetensors":
-                from safetensors.torch import load_file
-
-                state = load_file(str(path))
-            else:
-                state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # unreadable, truncated, or pickled objects that weights_only refuses
-            raise RealtalkError(f"cannot read Deep3DFaceRecon checkpoint ({str(e).splitlines()[0]})", path) from None
-        state = state.get("net_recon", state)
+        state = read_state_dict(path, "Deep3DFaceRecon")
         net = cls()
         missing, unexpected = net.load_state_dict(state, strict=False)
         unexpected = [k for k in unexpected if not k.startswith("backbone.fc.")]  # unused classifier

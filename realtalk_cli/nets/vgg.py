@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from realtalk_cli.checkpoint import read_state_dict
 from realtalk_cli.errors import RealtalkError
 
 # configuration "E" of Simonyan & Zisserman: conv widths, "M" = 2x2 max-pool
@@ -57,20 +58,7 @@ class VGG19Features(nn.Module):
 
     @classmethod
     def from_file(cls, path: str | Path) -> "VGG19Features":
-        path = Path(path)
-        if not path.is_file():
-            raise RealtalkError("VGG19 weights file not found", path)
-        try:
-            if path.suffix == ".safetensors":
-                from safetensors.torch import load_file
-
-                state = load_file(str(path))
-            else:
-                state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # a damaged or foreign file: several exception types
-            raise RealtalkError(f"cannot read VGG19 weights ({e})", path) from None
-        if isinstance(state, dict) and "state_dict" in state:
-            state = state["state_dict"]
+        state = read_state_dict(path, "VGG19")
         model = cls()
         wanted = model.state_dict()
         state = {k: v for k, v in state.items() if k in wanted}
