@@ -137,7 +137,9 @@ def dub(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output video (.mp4): the dubbed video with the speech as its audio."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Model directory with a2e/ and e2f/ (from `realtalk train`)."),
     adapt: bool = typer.Option(False, "--adapt", help="No model? Learn this person from the video itself (its own audio), cache it, then dub."),
-    adapt_minutes: Optional[float] = typer.Option(None, "--adapt-minutes", help="Training budget for --adapt (default 15 on CPU, 30 on a GPU)."),
+    adapt_minutes: Optional[float] = typer.Option(None, "--adapt-minutes", help="Training budget for --adapt (default: bank 3 min on CPU, 5 on a GPU; fia 15 on CPU, 30 on a GPU)."),
+    renderer: Optional[str] = typer.Option(None, "--renderer", help="'bank': the lower face from the person's own frames, warped and blended (sharp, teeth, no renderer training; the --adapt default). 'fia': the paper's neural renderer. Default: what the model directory was adapted with."),
+    drive: str = typer.Option("audio", "--drive", help="'audio': expressions from the speech (dubbing). 'tracked': the video's own tracked expressions, to judge the renderer alone (reconstruction)."),
     init: Optional[Path] = typer.Option(None, "--init", help="With --adapt: start from this generic model directory instead of from scratch."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="With --adapt: where learned models are kept (default $REALTALK_CACHE or ~/.cache/realtalk)."),
     jobs: Optional[Path] = typer.Option(None, "--jobs", help="Batch mode: CSV (video,speech,output) or JSON list of jobs; models load once."),
@@ -186,6 +188,10 @@ def dub(
 
     if extend not in EXTEND_MODES:
         raise UsageError(f"--extend {extend!r}: expected one of {', '.join(EXTEND_MODES)}")
+    if renderer not in (None, *d.RENDERERS):
+        raise UsageError(f"--renderer {renderer!r}: expected {' or '.join(d.RENDERERS)}")
+    if drive not in d.DRIVES:
+        raise UsageError(f"--drive {drive!r}: expected {' or '.join(d.DRIVES)}")
     if (preview is not None or mouth_curve is not None) and len(todo) > 1:
         raise UsageError("--preview and --mouth-curve work with a single job")
     for v, s, o in todo:
@@ -197,11 +203,11 @@ def dub(
         if adapt:
             from realtalk_cli.pipelines.adapt import AdaptOptions, adapt as learn
 
-            model_dir = learn(v, AdaptOptions(minutes=adapt_minutes, init=init, cache=cache_dir), device)
+            model_dir = learn(v, AdaptOptions(minutes=adapt_minutes, init=init, cache=cache_dir, renderer=renderer or "bank"), device)
         if model_dir not in dubbers:
-            dubbers[model_dir] = d.Dubber.from_pretrained(model_dir, device, backend)
+            dubbers[model_dir] = d.Dubber.from_pretrained(model_dir, device, backend, renderer)
         options = d.DubOptions(fps=rate, extend=extend, face_index=face_index, bbox=box, batch_size=batch_size,
-                               crf=crf, preview=preview, overwrite=overwrite, seed=seed, mouth_curve=mouth_curve)
+                               crf=crf, preview=preview, overwrite=overwrite, seed=seed, mouth_curve=mouth_curve, drive=drive)
         result = dubbers[model_dir].dub(v, s, o, options)
         if not OPTIONS.quiet:
             d.print_summary(result)
@@ -241,8 +247,8 @@ def bench(
     if checkpoint is not None:
         from realtalk_cli.pipelines.dub import load_models
 
-        a2e, e2f, _ = load_models(checkpoint, device)
-        renderer = e2f.renderer
+        a2e, stage, _ = load_models(checkpoint, device)
+        renderer = stage.e2f.renderer if stage.name == "fia" else None  # the bank renderer has no network
     result = b.run_bench(device, a2e, renderer, sizes, kinds, repeats, max_seconds, e2e_seconds,
                          on_row=lambda r: console.print(f"  {r.stage} {r.backend} batch {r.batch}: {r.ms_per_frame:.2f} ms/frame"))
     if json_out is not None:
@@ -264,8 +270,8 @@ def export(
     from realtalk_cli.pipelines.dub import load_models
     from realtalk_cli.pipelines.export import TOLERANCE, export_pipeline
 
-    a2e, e2f, _ = load_models(checkpoint, "cpu")
-    report = export_pipeline(a2e, e2f.renderer, out or checkpoint / "onnx", {"checkpoint": str(checkpoint)})
+    a2e, stage, _ = load_models(checkpoint, "cpu")
+    report = export_pipeline(a2e, stage.e2f.renderer if stage.name == "fia" else None, out or checkpoint / "onnx", {"checkpoint": str(checkpoint)})
     for name, r in report.items():
         typer.echo(f"{name}: {r['file']} ({r['size_mb']:.1f} MB), max abs difference to PyTorch {r['max_abs_diff']:.2e} (limit {TOLERANCE:g})")
 

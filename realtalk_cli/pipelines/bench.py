@@ -191,6 +191,7 @@ def bench_dub(device: torch.device, seconds: float = 4.0, size: tuple[int, int] 
     from realtalk_cli.nets.mask import MaskConfig
     from realtalk_cli.pipelines.dub import DubOptions, Dubber
     from realtalk_cli.pipelines.e2f_infer import E2FModel
+    from realtalk_cli.pipelines.render_stage import FIAStage
 
     a2e_cfg = a2e_cfg or A2EConfig(audio_dim=80)
     renderer_cfg = renderer_cfg or RendererConfig()
@@ -202,7 +203,7 @@ def bench_dub(device: torch.device, seconds: float = 4.0, size: tuple[int, int] 
         a2e = A2ETransformer(dataclasses.replace(a2e_cfg, n_id=face.n_id, n_exp=face.n_exp))
         renderer = Renderer(dataclasses.replace(renderer_cfg, coeff_dim=face.n_id + face.n_exp + face.n_pose))
         e2f = E2FModel(renderer.to(device).eval(), face.to(device), MaskConfig())
-        dubber = Dubber(a2e.to(device).eval(), e2f, {"audio": {"kind": "mel"}}, device)
+        dubber = Dubber(a2e.to(device).eval(), FIAStage(e2f, 256, device), {"audio": {"kind": "mel"}}, device)
         result = dubber.dub(clip, clip, Path(tmp) / "out.mp4", DubOptions(batch_size=batch_size))
     out = result.to_dict()
     out.pop("output")

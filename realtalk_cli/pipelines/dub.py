@@ -37,7 +37,7 @@ from realtalk_cli.face.tracker import FaceTracker, TrackerConfig, smooth_landmar
 from realtalk_cli.fsutil import check_output_path
 from realtalk_cli.media import VideoReader, VideoWriter, load_audio, mux, probe
 from realtalk_cli.pipelines.a2e_infer import load_a2e, predict_expressions, sample_history
-from realtalk_cli.pipelines.e2f_infer import E2FModel, face_masks, load_renderer, render
+from realtalk_cli.pipelines.e2f_infer import E2FModel, load_renderer
 from realtalk_cli.pipelines.timeline import extend_indices, frames_in_order
 from realtalk_cli.progress import console, progress
 
@@ -55,8 +55,11 @@ class DubOptions:
     preview: Path | None = None       # side-by-side source | dubbed | mask video
     overwrite: bool = False
     seed: int = 0                     # history sampling
-    feather: float = 0.04             # paste-back edge softness, as a fraction of the crop side
     mouth_curve: Path | None = None   # also write the predicted mouth opening per frame (for `realtalk eval`)
+    drive: str = "audio"              # "audio": a2e from the speech; "tracked": the video's own expressions
+
+
+DRIVES = ("audio", "tracked")
 
 
 @dataclass
@@ -126,28 +129,63 @@ def resolve_run(path: Path) -> Path:
     return path
 
 
-def load_models(model_dir: str | os.PathLike, device: torch.device, backend: str = "torch"):
-    """(a2e, e2f, a2e config) from a model directory with `a2e/` and `e2f/` inside."""
+RENDERERS = ("bank", "fia")
+
+
+def renderer_choice(model_dir: Path) -> str:
+    """Which renderer a model directory dubs with: the one recorded by adaptation (renderer.json),
+    else the only one present, else the frame bank."""
+    rec = model_dir / "renderer.json"
+    if rec.is_file():
+        from realtalk_cli.fsutil import read_json
+
+        choice = read_json(rec).get("renderer")
+        if choice not in RENDERERS:
+            raise RealtalkError(f"unknown renderer {choice!r} (expected {' or '.join(RENDERERS)})", rec)
+        return choice
+    has = [r for r, d in (("bank", "bank"), ("fia", "e2f")) if (model_dir / d).is_dir()]
+    return has[0] if has else "fia"
+
+
+def load_models(model_dir: str | os.PathLike, device: torch.device, backend: str = "torch", renderer: str | None = None):
+    """(a2e, render stage, a2e config) from a model directory with `a2e/` and `e2f/` or `bank/` inside."""
+    from realtalk_cli.bank.compose import BankRenderer
+    from realtalk_cli.bank.store import FrameBank
+    from realtalk_cli.pipelines.render_stage import BankStage, FIAStage
+
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise RealtalkError("model directory not found", model_dir)
-    for part in ("a2e", "e2f"):
-        if not (model_dir / part).is_dir():
-            raise RealtalkError(f"not a realtalk model directory (no {part}/ inside; train it with "
-                                f"`realtalk train --stage {part} --out {model_dir / part}`)", model_dir)
+    renderer = renderer or renderer_choice(model_dir)
+    if renderer not in RENDERERS:
+        raise UsageError(f"--renderer {renderer!r}: expected {' or '.join(RENDERERS)}")
+    part = "bank" if renderer == "bank" else "e2f"
+    for d, how in (("a2e", "train it with `realtalk train --stage a2e`"),
+                   (part, "build it with `realtalk dub --adapt --renderer bank`" if part == "bank" else
+                    f"train it with `realtalk train --stage e2f --out {model_dir / 'e2f'}`")):
+        if not (model_dir / d).is_dir():
+            raise RealtalkError(f"not a realtalk model directory for the {renderer} renderer (no {d}/ inside; {how})", model_dir)
     a2e, a2e_config = load_a2e(model_dir / "a2e", device)
-    e2f = load_renderer(resolve_run(model_dir / "e2f"), device)
-    if e2f.face.fingerprint() != FaceModel.from_checkpoint(a2e_config["face_model"], _face_tensors(model_dir / "a2e")).fingerprint():
-        raise RealtalkError("a2e and e2f were trained with different face models; train both on one dataset", model_dir)
+    a2e_face = FaceModel.from_checkpoint(a2e_config["face_model"], _face_tensors(model_dir / "a2e")).fingerprint()
+    if renderer == "bank":
+        stage = BankStage(BankRenderer(FrameBank(model_dir / "bank")))
+    else:
+        e2f = load_renderer(resolve_run(model_dir / "e2f"), device)
+        if backend == "onnx":
+            from realtalk_cli.pipelines.export import OnnxModel
+
+            e2f = E2FModel(_OnnxNet(OnnxModel(model_dir / "onnx" / "renderer.onnx", device), e2f.renderer.cfg), e2f.face, e2f.mask)
+        crop = (a2e_config.get("align") or {}).get("crop_size", e2f.face.crop_size)
+        stage = FIAStage(e2f, crop, device)
+    if stage.face.fingerprint() != a2e_face:
+        raise RealtalkError(f"a2e and {part} were made with different face models; build both from one dataset", model_dir)
     if backend == "onnx":
         from realtalk_cli.pipelines.export import OnnxModel
 
-        onnx_dir = model_dir / "onnx"
-        a2e = _OnnxNet(OnnxModel(onnx_dir / "a2e.onnx", device), a2e.cfg)
-        e2f = E2FModel(_OnnxNet(OnnxModel(onnx_dir / "renderer.onnx", device), e2f.renderer.cfg), e2f.face, e2f.mask)
+        a2e = _OnnxNet(OnnxModel(model_dir / "onnx" / "a2e.onnx", device), a2e.cfg)
     elif backend != "torch":
         raise UsageError(f"--backend {backend!r}: expected torch or onnx")
-    return a2e, e2f, a2e_config
+    return a2e, stage, a2e_config
 
 
 def _face_tensors(a2e_dir: Path) -> dict:
@@ -196,20 +234,21 @@ class _FrameFile:
 class Dubber:
     """Loaded models, reused across dubbing jobs (batch mode loads them once)."""
 
-    def __init__(self, a2e, e2f: E2FModel, a2e_config: dict, device: torch.device):
-        self.a2e, self.e2f, self.device = a2e, e2f, device
-        self.face: FaceModel = e2f.face
-        self.fit_face = copy.deepcopy(e2f.face).cpu()  # the fit runs in numpy
+    def __init__(self, a2e, stage, a2e_config: dict, device: torch.device):
+        self.a2e, self.stage, self.device = a2e, stage, device
+        self.face: FaceModel = stage.face
+        self.fit_face = copy.deepcopy(stage.face).cpu()  # the fit runs in numpy
         self.audio = AudioFrontEnd(a2e_config["audio"], device=device)
         self.align_config = align.AlignConfig(**(a2e_config.get("align") or {"crop_size": self.face.crop_size}))
         if self.align_config.crop_size != self.face.crop_size:
             raise RealtalkError(f"checkpoint crop size {self.align_config.crop_size} differs from its face model's {self.face.crop_size}")
 
     @classmethod
-    def from_pretrained(cls, model_dir: str | os.PathLike, device: torch.device | str = "cpu", backend: str = "torch") -> "Dubber":
+    def from_pretrained(cls, model_dir: str | os.PathLike, device: torch.device | str = "cpu", backend: str = "torch",
+                        renderer: str | None = None) -> "Dubber":
         device = torch.device(device)
-        a2e, e2f, cfg = load_models(model_dir, device, backend)
-        return cls(a2e, e2f, cfg, device)
+        a2e, stage, cfg = load_models(model_dir, device, backend, renderer)
+        return cls(a2e, stage, cfg, device)
 
     # ---- pass 1 -------------------------------------------------------------------------------
     def track(self, video: str | os.PathLike, options: DubOptions, info=None, clock: _Clock | None = None) -> SourceTrack:
@@ -319,11 +358,14 @@ class Dubber:
         n_out = max(1, int(round(duration * fps)))
 
         track = self.track(video, DubOptions(**{**options.__dict__, "fps": fps}), info, clock)
-        with clock("a2e"):
-            beta_hat = self.expressions(wav, n_out, track, options.seed)
-        if options.mouth_curve is not None:
-            self._write_mouth_curve(options.mouth_curve, beta_hat, track, extend_indices(n_out, track.n_frames, options.extend), fps)
         indices = extend_indices(n_out, track.n_frames, options.extend)
+        with clock("a2e"):
+            if options.drive == "tracked":  # the renderer alone, asked for the expressions the video shows
+                beta_hat = track.beta[indices]
+            else:
+                beta_hat = self.expressions(wav, n_out, track, options.seed)
+        if options.mouth_curve is not None:
+            self._write_mouth_curve(options.mouth_curve, beta_hat, track, indices, fps)
 
         with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.stem}.") as tmp:
             silent = Path(tmp) / "video.mp4"
@@ -346,12 +388,9 @@ class Dubber:
         write_mouth_curve(path, opening, fps)
 
     def _render_pass(self, video, info, track, beta_hat, indices, fps, silent, preview_path, options, clock, on_frame) -> int:
-        S = self.e2f.image_size
-        scale = np.diag([S / self.align_config.crop_size] * 2 + [1.0])[:2]
-        to_render = lambda a: (scale @ np.vstack([a, [0, 0, 1]])).astype(np.float32)  # noqa: E731 face-model crop -> renderer crop
         ref_frame = next(iter(VideoReader(video, fps, info=info, start=track.reference, stop=track.reference + 1)))
-        reference = align.warp_to_crop(ref_frame, to_render(track.transforms[track.reference]), S)
-        feather = max(1, int(options.feather * S)) | 1
+        with clock("plan"):
+            self.stage.prepare(track, beta_hat, indices, ref_frame)
         missing = 0
         batch: list[tuple[int, int, np.ndarray]] = []
         writer = VideoWriter(silent, track.width, track.height, fps, crf=options.crf)
@@ -359,28 +398,10 @@ class Dubber:
         preview = VideoWriter(preview_path, 3 * pw, ph, fps, crf=23) if preview_path else None
 
         def flush():
-            if not batch:
-                return
-            out_idx = np.array([i for i, _, _ in batch])
-            src_idx = np.array([j for _, j, _ in batch])
-            affines = [to_render(track.transforms[j]) for j in src_idx]
-            with clock("crop"):
-                crops = np.stack([align.warp_to_crop(f, a, S) for (_, _, f), a in zip(batch, affines)])
-            t = lambda a: torch.as_tensor(np.asarray(a, np.float32), device=self.device)  # noqa: E731
-            with clock("mask"):
-                keep, _ = face_masks(self.face, self.e2f.mask, t(track.alpha)[None].expand(len(batch), -1),
-                                     t(beta_hat[out_idx]), t(track.rho[src_idx]), S)
-            with clock("render"):
-                rendered = render(self.e2f, crops, reference, track.alpha, beta_hat[out_idx], track.rho[src_idx], keep)
-            keep = keep[:, 0].cpu().numpy()
-            for (i, j, frame), crop, a, k in zip(batch, rendered, affines, keep):
-                with clock("paste"):
-                    # paste only where the renderer may change pixels, feathered: everything else stays the source
-                    region = cv2.GaussianBlur(cv2.dilate(1.0 - k, np.ones((feather, feather), np.uint8)), (feather, feather), 0)
-                    region[1.0 - k > 0.5] = 1.0
-                    dubbed = align.paste_back(frame, crop, a, region)
-                emit(i, frame, dubbed, (region, a))
-            batch.clear()
+            if batch:
+                for (i, _, frame), (dubbed, paste) in zip(batch, self.stage(batch, clock)):
+                    emit(i, frame, dubbed, paste)
+                batch.clear()
 
         def emit(i, frame, dubbed, paste):
             if on_frame is not None:
@@ -427,8 +448,7 @@ def _preview_size(w: int, h: int, max_h: int = 360) -> tuple[int, int]:
 def _preview_frame(source, dubbed, paste, pw, ph) -> np.ndarray:
     overlay = dubbed.copy()
     if paste is not None:
-        region, a = paste
-        m = cv2.warpAffine(region, align.invert(a), (dubbed.shape[1], dubbed.shape[0]))[..., None]
+        m = paste.mask(*dubbed.shape[:2])[..., None]
         overlay = (overlay * (1 - 0.5 * m) + np.array([255, 0, 0]) * 0.5 * m).astype(np.uint8)
     panels = [cv2.resize(x, (pw, ph), interpolation=cv2.INTER_AREA) for x in (source, dubbed, overlay)]
     return np.concatenate(panels, axis=1)

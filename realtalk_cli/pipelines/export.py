@@ -67,9 +67,10 @@ def verify(model: torch.nn.Module, path: str | os.PathLike, make_example, batche
     return worst
 
 
-def export_pipeline(a2e: torch.nn.Module, renderer: torch.nn.Module, out_dir: str | os.PathLike,
+def export_pipeline(a2e: torch.nn.Module, renderer: torch.nn.Module | None, out_dir: str | os.PathLike,
                     metadata: dict | None = None) -> dict:
-    """Export both networks into `out_dir`, verify each, and fail above TOLERANCE."""
+    """Export both networks into `out_dir` (only the a2e for a frame-bank model, which has no renderer
+    network), verify each, and fail above TOLERANCE."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     report = {}
@@ -77,6 +78,8 @@ def export_pipeline(a2e: torch.nn.Module, renderer: torch.nn.Module, out_dir: st
         ("a2e", a2e, lambda b: a2e_example(a2e.cfg, b), A2E_INPUTS, "beta"),
         ("renderer", renderer, lambda b: renderer_example(renderer.cfg, b), RENDERER_INPUTS, "image"),
     ):
+        if model is None:
+            continue
         path = export_module(model, example(2), names, output, out_dir / f"{name}.onnx")
         diff = verify(model, path, example)
         report[name] = {"file": str(path), "max_abs_diff": diff, "size_mb": path.stat().st_size / 2**20}

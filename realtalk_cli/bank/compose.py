@@ -1,0 +1,125 @@
+"""The bank renderer: the lower face of each output frame, taken from the person's own frames.
+
+For an output frame that shows source frame F with head pose rho and should say beta_hat:
+
+    target   points of V(alpha, beta_hat, rho) in F's pixels (the shown head, the predicted mouth)
+    sources  bank frames from retrieval (retrieve.py), each warped piecewise-affinely from its own
+             points onto the target points, straight into F's pixels (one resampling)
+    region   the lower-face mask of the target mouth united with that of F's own mouth, so F's
+             original lips never show beside the new ones, feathered at its edge
+    colour   the difference between F and the warped sources on a band around the region's edge,
+             spread smoothly over the inside (a membrane fill) and added: lighting and skin tone
+             follow the shown frame although the bank frame was lit differently
+    blend    F outside, warped + colour inside, soft edge; nothing outside the region changes
+
+All work happens in a box around the region, so the cost follows the face's size, not the frame's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+
+from realtalk_cli.bank.retrieve import (RetrievalConfig, best_path, lip_descriptors, match_costs,
+                                        sources_per_frame, typical_mismatch)
+from realtalk_cli.bank.store import FrameBank, border_anchors, project
+from realtalk_cli.bank.warp import fill_smooth, warp
+from realtalk_cli.face import align
+from realtalk_cli.nets.mask import extend_to_neck
+
+
+@dataclass
+class ComposeConfig:
+    neck_extend: float = 0.1  # a little under the chin: enough to cover a moving jaw, little neck or collar
+    feather: float = 0.025     # soft edge, fraction of the face-model crop side
+    band: float = 0.03         # width of the colour-matching band at the edge, same unit
+
+
+@dataclass
+class Paste:
+    """Where a frame was changed: a soft mask over a box of the frame (for previews and tests)."""
+
+    region: np.ndarray  # float32 [h, w] in [0, 1]
+    box: tuple[int, int, int, int]
+
+    def mask(self, height: int, width: int) -> np.ndarray:
+        out = np.zeros((height, width), np.float32)
+        x0, y0, x1, y1 = self.box
+        out[y0:y1, x0:x1] = self.region
+        return out
+
+
+class BankRenderer:
+    def __init__(self, bank: FrameBank, retrieval: RetrievalConfig | None = None, compose: ComposeConfig | None = None):
+        self.bank, self.face = bank, bank.face
+        self.retrieval = retrieval or RetrievalConfig()
+        self.cfg = compose or ComposeConfig()
+        self._descriptors = lip_descriptors(self.face, bank.alpha, bank.beta)
+        self._unit = typical_mismatch(self._descriptors)
+        self._successor = bank.successor()
+        self._contour = self.face.groups["mask_contour"].cpu()
+
+    # ---- retrieval over a whole output ---------------------------------------------------------
+    def plan(self, alpha: np.ndarray, beta: np.ndarray, rho: np.ndarray, chunk: int = 512) -> list[list[tuple[int, float]]]:
+        """Bank sources per output frame for predicted expressions beta [T] shown with poses rho [T]."""
+        target = lip_descriptors(self.face, alpha, beta)
+        costs = np.concatenate([match_costs(target[i:i + chunk], self._descriptors, rho[i:i + chunk], self.bank.rho,
+                                            self._unit, self.retrieval) for i in range(0, len(target), chunk)])
+        path = best_path(costs, self._successor, self.retrieval)
+        return sources_per_frame(path, self._successor, self.retrieval.crossfade)
+
+    # ---- one frame -------------------------------------------------------------------------------
+    def compose(self, frame: np.ndarray, transform: np.ndarray, alpha: np.ndarray, beta_hat: np.ndarray,
+                beta_shown: np.ndarray, rho: np.ndarray, sources: list[tuple[int, float]]) -> tuple[np.ndarray, Paste]:
+        """The dubbed frame and where it changed. `transform` maps frame pixels to face-model crop pixels."""
+        S = self.face.crop_size
+        inv = align.invert(transform)
+        to_frame = lambda p: p @ inv[:, :2].T + inv[:, 2]  # noqa: E731
+        both = project(self.face, alpha, np.stack([beta_hat, beta_shown]), np.stack([rho, rho]))
+        target = to_frame(np.vstack([both[0][self.bank.index.numpy()], border_anchors(S)]))
+        contours = extend_to_neck(torch.as_tensor(both[:, self._contour]), self.cfg.neck_extend).numpy()
+        polys = [to_frame(c) for c in contours]
+
+        h, w = frame.shape[:2]
+        feather, band = max(1.0, self.cfg.feather * S / _scale(transform)), max(2.0, self.cfg.band * S / _scale(transform))
+        margin = int(np.ceil(feather * 2 + band + 2))
+        pts = np.concatenate(polys)
+        x0, y0 = np.maximum(np.floor(pts.min(0)).astype(int) - margin, 0)
+        x1, y1 = np.minimum(np.ceil(pts.max(0)).astype(int) + margin, [w, h])
+        if x1 <= x0 or y1 <= y0:
+            return frame, Paste(np.zeros((0, 0), np.float32), (0, 0, 0, 0))
+        box = (int(x0), int(y0), int(x1), int(y1))
+        region = self._region(polys, box, feather)
+
+        warped = np.zeros((y1 - y0, x1 - x0, 3), np.float32)
+        for k, weight in sources:
+            warped += weight * warp(self.bank.crop(k), target, self.bank.points[k], self.bank.triangles, box).astype(np.float32)
+
+        shown = frame[y0:y1, x0:x1].astype(np.float32)
+        inside = (region > 0.5).astype(np.uint8)
+        r = int(round(band))
+        ring = cv2.dilate(inside, np.ones((2 * r + 1,) * 2, np.uint8)) - cv2.erode(inside, np.ones((2 * r + 1,) * 2, np.uint8))
+        # the ring's inner half lies inside the region; its outer half is pure shown frame
+        correction = fill_smooth(shown - warped, ring.astype(np.float32))
+        out_box = shown * (1 - region[..., None]) + (warped + correction) * region[..., None]
+        out = frame.copy()
+        out[y0:y1, x0:x1] = np.clip(np.round(out_box), 0, 255).astype(np.uint8)
+        return out, Paste(region, box)
+
+    @staticmethod
+    def _region(polys: list[np.ndarray], box, feather: float) -> np.ndarray:
+        """Union of the filled polygons in the box, with a soft edge centred on the outline."""
+        x0, y0, x1, y1 = box
+        hard = np.zeros((y1 - y0, x1 - x0), np.float32)
+        for p in polys:
+            cv2.fillPoly(hard, [np.round((p - (x0, y0)) * 16).astype(np.int32)], 1.0, cv2.LINE_AA, shift=4)
+        sigma = feather / 2
+        return cv2.GaussianBlur(hard, (0, 0), sigma) if sigma > 0.3 else hard
+
+
+def _scale(transform: np.ndarray) -> float:
+    """Face-model crop pixels per frame pixel."""
+    return float(np.sqrt(abs(np.linalg.det(transform[:, :2].astype(np.float64)))))

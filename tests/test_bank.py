@@ -1,0 +1,184 @@
+"""The frame-bank renderer: warp, fill, retrieval, bank build/reload, composition and a whole dub."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from mediagen import make_face_video
+from realtalk_cli.bank.retrieve import RetrievalConfig, best_path, sources_per_frame
+from realtalk_cli.bank.warp import anchors, fill_smooth, triangulate, warp
+
+CONFIGS = Path(__file__).resolve().parents[1] / "models" / "configs"
+
+
+def textured(size=160):
+    skimage = pytest.importorskip("skimage")
+    return cv2.resize(skimage.data.astronaut(), (size, size), interpolation=cv2.INTER_AREA)
+
+
+def test_warp_follows_a_known_displacement():
+    """Points moved by a known affine map: the piecewise-affine warp equals OpenCV's warp of that map."""
+    img = textured()
+    rng = np.random.default_rng(0)
+    pts = rng.uniform(40, 120, (60, 2))
+    src = np.vstack([pts, anchors(pts)])
+    m = np.array([[1.05, 0.08, -6.0], [-0.04, 0.97, 4.0]])  # where each source point lands
+    dst = src @ m[:, :2].T + m[:, 2]
+    got = warp(img, dst, src, triangulate(src), (0, 0, 160, 160))
+    want = cv2.warpAffine(img, m, (160, 160), flags=cv2.INTER_LINEAR)
+    inner = np.zeros((160, 160), bool)
+    inner[50:110, 50:110] = True  # well inside the points' hull
+    err = np.abs(got.astype(int) - want)[inner]
+    assert err.mean() < 0.1 and np.percentile(err, 99) <= 1  # OpenCV's 1/32-pixel steps differ at a few edges
+    # a different displacement gives a clearly different image: the test can fail
+    other = warp(img, src + 5, src, triangulate(src), (0, 0, 160, 160))
+    assert np.abs(other.astype(int) - want)[inner].mean() > 10
+
+
+def test_fill_smooth_interpolates_border_values():
+    values = np.zeros((90, 120, 3), np.float32)
+    weights = np.zeros((90, 120), np.float32)
+    weights[:4], values[:4] = 1, 10.0
+    weights[-4:], values[-4:] = 1, -10.0
+    f = fill_smooth(values, weights)
+    assert abs(f[2, 60, 0] - 10) < 0.5 and abs(f[-2, 60, 0] + 10) < 0.5
+    col = f[:, 60, 0]
+    assert np.all(np.diff(col[5:-5]) < 0)  # monotone between the two borders
+    assert abs(col[45]) < 1.0  # the middle is the average of the two sides
+
+
+def test_retrieval_prefers_a_stable_path():
+    """Two candidates whose costs alternate by a small noise: the path stays on one instead of
+    switching every frame; a large, lasting change does make it switch."""
+    rng = np.random.default_rng(0)
+    T = 60
+    costs = np.full((T, 4), 10.0)
+    costs[:, 0] = 1.0 + 0.2 * rng.standard_normal(T)
+    costs[:, 1] = 1.0 + 0.2 * rng.standard_normal(T)
+    costs[40:, 2] = -5.0  # from frame 40, frame 2 is much better
+    no_successor = np.full(4, -1)
+    cfg = RetrievalConfig(candidates=4, switch_cost=1.5, hold_cost=0.1)
+    path = best_path(costs, no_successor, cfg)
+    assert len(set(path[:40].tolist())) == 1
+    assert (path[40:] == 2).all()
+    greedy = costs.argmin(1)
+    assert (np.diff(greedy[:40]) != 0).sum() > 10  # the greedy choice would flicker
+
+
+def test_retrieval_plays_the_bank_on_and_crossfades():
+    """A chain 0->1->2->3 matches the target exactly: the path follows it (free); a jump fades the old
+    source out over the cross-fade frames with weights that sum to one."""
+    T, K = 8, 10
+    costs = np.full((T, K), 3.0)
+    for t in range(4):
+        costs[t, t] = 0.0
+    for t in range(4, 8):
+        costs[t, 6] = 0.0
+    successor = np.array([1, 2, 3, 4, 5, -1, 7, 8, 9, -1])
+    cfg = RetrievalConfig(candidates=3, switch_cost=1.0, hold_cost=0.5, crossfade=2)
+    path = best_path(costs, successor, cfg)
+    assert path.tolist() == [0, 1, 2, 3, 6, 6, 6, 6]  # plays on for free, then jumps once and holds
+    sources = sources_per_frame(np.array([0, 1, 2, 3, 7, 8, 9, 9]), successor, crossfade=2)
+    assert sources[0] == [(0, 1.0)]
+    assert [k for k, _ in sources[4]] == [7, 4] and [k for k, _ in sources[5]] == [8, 5]
+    for s in sources:
+        assert abs(sum(w for _, w in s) - 1) < 1e-9
+
+
+@pytest.fixture(scope="module")
+def bank_model(tmp_path_factory):
+    """A generated face video -> preprocess -> frame bank (+ a barely trained a2e for the dub)."""
+    root = tmp_path_factory.mktemp("bank")
+    clip = make_face_video(root / "person.mp4", seconds=2.0)
+    run = lambda *a: subprocess.run([sys.executable, "-m", "realtalk_cli", "--quiet", *map(str, a)],  # noqa: E731
+                                    check=True, capture_output=True)
+    run("preprocess", clip, "-o", root / "data", "--crop-size", 64, "--val-fraction", 0)
+    run("train", "--stage", "a2e", "--data", root / "data", "--out", root / "model" / "a2e",
+        "--config", CONFIGS / "a2e_tiny.json", "--steps", 2, "--val-every", 0, "--ckpt-every", 0)
+    from realtalk_cli.bank.store import build_bank
+
+    build_bank(root / "data", root / "model" / "bank")
+    return root
+
+
+def test_bank_build_and_reload(bank_model):
+    from realtalk_cli.bank.store import FrameBank
+    from realtalk_cli.data.dataset import Dataset
+
+    bank = FrameBank(bank_model / "model" / "bank")
+    clip = Dataset.open(bank_model / "data").clips()[0]
+    assert len(bank) == int(clip.valid().sum())  # short video: every tracked frame is kept
+    np.testing.assert_allclose(bank.beta, clip.coeffs()["beta"][clip.valid()], atol=1e-6)
+    crop = bank.crop(3)
+    assert crop.shape == (bank.size, bank.size, 3) and crop.dtype == np.uint8 and crop.std() > 5
+    # the bank keeps the face's own resolution, not the dataset's 64 px crops
+    assert bank.size >= 128
+    assert (bank.successor()[:-1] == np.arange(1, len(bank))).all() and bank.successor()[-1] == -1
+
+
+def test_bank_subsamples_a_long_video(bank_model, tmp_path):
+    from realtalk_cli.bank.store import BankConfig, FrameBank, build_bank
+
+    bank = FrameBank(build_bank(bank_model / "data", tmp_path / "small", BankConfig(max_frames=20)))
+    assert 17 <= len(bank) <= 20 and json.loads((tmp_path / "small" / "config.json").read_text())["stride"] == 3
+
+
+def test_compose_changes_only_the_region(bank_model):
+    """Rendering a frame from another bank frame: pixels outside the paste mask are the source's, bit
+    for bit; inside, the mouth region changed; driven by the frame's own expression from its own bank
+    frame, the result is close to the frame itself."""
+    from realtalk_cli.bank.compose import BankRenderer
+    from realtalk_cli.bank.store import FrameBank
+    from realtalk_cli.data.dataset import Dataset
+    from realtalk_cli.media import VideoReader
+
+    bank = FrameBank(bank_model / "model" / "bank")
+    r = BankRenderer(bank)
+    clip = Dataset.open(bank_model / "data").clips()[0]
+    t = 10
+    frame = list(VideoReader(bank_model / "person.mp4", start=t, stop=t + 1))[0]
+    a = clip.transforms()[t]
+    same, paste = r.compose(frame, a, bank.alpha, bank.beta[t], bank.beta[t], bank.rho[t], [(t, 1.0)])
+    m = paste.mask(*frame.shape[:2])
+    assert (m > 0.5).sum() > 200
+    assert np.array_equal(same[m == 0], frame[m == 0])
+    err = np.abs(same.astype(float) - frame)[m > 0.5].mean()
+    assert err < 6, err  # its own frame, re-warped onto itself
+    far = int(np.argmax(np.abs(bank.beta - bank.beta[t]).sum(1)))
+    other, paste = r.compose(frame, a, bank.alpha, bank.beta[far], bank.beta[t], bank.rho[t], [(far, 1.0)])
+    m = paste.mask(*frame.shape[:2])
+    assert np.array_equal(other[m == 0], frame[m == 0])
+    assert np.abs(other.astype(float) - frame)[m > 0.5].mean() > err  # another mouth was put there
+
+
+def test_dub_with_the_bank_renderer(bank_model, tmp_path):
+    from realtalk_cli.media import probe
+    from realtalk_cli.pipelines.dub import DubOptions, Dubber
+
+    speech = make_face_video(tmp_path / "speech.mp4", seconds=1.2)
+    dubber = Dubber.from_pretrained(bank_model / "model", "cpu")
+    assert dubber.stage.name == "bank"  # the only renderer in the directory
+    changed = []
+
+    def check(i, src, out, paste):
+        m = paste.mask(*src.shape[:2])
+        assert np.array_equal(src[m == 0], out[m == 0])
+        changed.append(not np.array_equal(src, out))
+
+    result = dubber.dub(bank_model / "person.mp4", speech, tmp_path / "out.mp4", DubOptions(), on_frame=check)
+    assert result.frames == 30 and sum(changed) > 20
+    info = probe(result.output)
+    assert (info.width, info.height) == (192, 160) and abs(info.duration - 1.2) <= 0.04 + 1e-3
+    # a model directory without a bank refuses the bank renderer with a clear message
+    bare = tmp_path / "bare"
+    shutil.copytree(bank_model / "model" / "a2e", bare / "a2e")
+    from realtalk_cli.errors import RealtalkError
+
+    with pytest.raises(RealtalkError, match="no bank/ inside"):
+        Dubber.from_pretrained(bare, "cpu", renderer="bank")
