@@ -120,3 +120,41 @@ def test_silence_and_silent_lip_motion():
     assert still["speech_opening"] == pytest.approx(opening[~silent].mean()) and still["silent_frames"] == 15
     moving = opening + np.where(silent, np.random.default_rng(1).uniform(0, 3, len(env)), 0)
     assert m.silent_lip_motion(moving, silent)["motion"] > 0.5
+
+
+def test_laplacian_energy_falls_with_blur(face):
+    box = m.box_mask(np.array([[40.0, 70], [90, 70], [65, 95]]), face.shape[:2])
+    assert m.laplacian_energy(face, box) == m.laplacian_energy(face.copy(), box) > 0
+    energies = [m.laplacian_energy(cv2.GaussianBlur(face, (0, 0), s), box) for s in (0.5, 1, 2, 4)]
+    assert m.laplacian_energy(face, box) > energies[0] and all(a > b for a, b in zip(energies, energies[1:])), energies
+    assert m.laplacian_energy(noisy(face, 10), box) > m.laplacian_energy(face, box)
+    assert m.laplacian_energy(np.full((20, 20, 3), 90, np.uint8)) == 0  # a flat image has no detail
+
+
+def test_box_mask():
+    box = m.box_mask(np.array([[10.0, 20], [30, 25]]), (40, 50), pad=0.1)  # 20 px wide: grown 2 px each side
+    ys, xs = np.nonzero(box)
+    assert (xs.min(), xs.max(), ys.min(), ys.max()) == (8, 32, 18, 27)
+    assert m.box_mask(np.array([[-5.0, -5], [3, 3]]), (10, 10), pad=0).sum() == 16  # clipped to the image
+
+
+def test_teeth_mask_finds_bright_unsaturated_pixels():
+    skin, lips, teeth, inside = (205, 150, 120), (180, 90, 95), (235, 230, 215), (60, 25, 30)
+    img = np.zeros((40, 40, 3), np.uint8)
+    img[:20], img[20:25], img[25:30, :20], img[25:30, 20:], img[30:] = skin, lips, teeth, inside, lips
+    limits = m.teeth_thresholds(img, np.arange(40)[:, None].repeat(40, 1) < 20)
+    found = m.teeth_mask(img, limits)
+    assert found[25:30, :20].all() and found.sum() == 5 * 20  # teeth only: not skin, lips or the dark inside
+    assert not m.teeth_mask(img // 3, limits).any()  # darkened teeth are no longer teeth-like
+    assert np.isnan(m.teeth_thresholds(img, np.zeros((40, 40), bool))[0])
+
+
+def test_mean_abs_difference_and_ratio():
+    a = np.zeros((4, 4, 3))
+    mask = np.zeros((4, 4), bool)
+    mask[:2] = True
+    b = a.copy()
+    b[:2] = 6
+    assert m.mean_abs_difference(a, b) == 3 and m.mean_abs_difference(a, b, mask) == 6 and m.mean_abs_difference(b, b) == 0
+    assert m.ratio([2, 4, np.nan], [1, 2, 5]) == 2  # frames where either is missing are left out
+    assert np.isnan(m.ratio([1, 1], [0, 0]))

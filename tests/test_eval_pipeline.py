@@ -10,6 +10,9 @@ import pytest
 
 from mediagen import make_face_video
 from realtalk_cli.errors import RealtalkError, UsageError
+from realtalk_cli.eval.metrics import polygon_mask
+from realtalk_cli.face import mediapipe_mesh as mesh
+from realtalk_cli.face.tracker import TrackerConfig, track_frames
 from realtalk_cli.media import VideoReader, VideoWriter, mux
 from realtalk_cli.pipelines.evaluate import EvalOptions, evaluate, parse_frames, write_mouth_curve
 
@@ -48,26 +51,54 @@ def clips(tmp_path_factory):
             w.write(cv2.resize(f, (f.shape[1] // 2, f.shape[0] // 2), interpolation=cv2.INTER_AREA))
     out["half"] = root / "half.mp4"
     write("brighten", lambda f, t: lower(f, lambda x: np.clip(x.astype(int) + 4 * t, 0, 255).astype(np.uint8)))
+    order = np.random.default_rng(1).permutation(len(frames))
+    write("shuffled", lambda f, t: frames[order[t]])
+    # the mouth's inside (the tracked inner-lip polygon, where the astronaut's teeth show) darkened
+    track = track_frames(iter(frames), 25, TrackerConfig(smooth=False))
+    assert track.found.all()
+
+    def dark_mouth(f, t):
+        inside = cv2.dilate(polygon_mask(track.landmarks[t, mesh.LIPS_INNER, :2], f.shape[:2]).astype(np.uint8), np.ones((3, 3)))
+        return np.where(inside[..., None] > 0, f // 3, f).astype(np.uint8)
+
+    write("dark_mouth", dark_mouth)
     return out
 
 
-def test_identical_videos_give_ideal_values(clips):
-    r = evaluate(clips["src"], clips["src"])
+@pytest.fixture(scope="module")
+def scored(clips):
+    """evaluate(clip, source) for a clip name, computed once per module."""
+    cache = {}
+
+    def score(name):
+        if name not in cache:
+            cache[name] = evaluate(clips[name], clips["src"])
+        return cache[name]
+
+    return score
+
+
+def test_identical_videos_give_ideal_values(clips, scored):
+    r = scored("src")
     assert r.inputs["faces_found"] == {"dubbed": N_FRAMES, "source": N_FRAMES}
     assert r.value("psnr") == 100.0 and r.value("psnr_mask") == 100.0
     assert r.value("ssim") == pytest.approx(1.0) and r.value("ssim_mask") == pytest.approx(1.0)
     assert r.value("m_lmd") == 0 and r.value("f_lmd") == 0
     assert r.value("jitter") == r.value("jitter_source")
     assert r.value("mouth_r_source") == pytest.approx(1.0)
+    for key in ("sharpness_ratio", "teeth_ratio", "flicker_ratio"):
+        assert r.value(key) == pytest.approx(1.0), key
+    assert (r.per_frame["teeth_source"] > 0.1).mean() > 0.8  # the astronaut smiles: teeth in most frames
+    assert (r.per_frame["flicker_source"][1:] > 0).all() and np.isnan(r.per_frame["flicker_source"][0])
     for key in ("fid", "lpips", "csim", "lse_d", "lse_c"):  # no weights given: reported, never invented
         m = next(m for m in r.metrics if m.key == key)
         assert m.value is None and m.note.startswith("unavailable (no weights: pass --")
 
 
 @pytest.mark.parametrize("kind", ["noise", "blur"])
-def test_metrics_degrade_monotonically(clips, kind):
+def test_metrics_degrade_monotonically(scored, kind):
     names = ["noise6", "noise20"] if kind == "noise" else ["blur1.5", "blur4"]
-    results = [evaluate(clips[n], clips["src"]) for n in names]
+    results = [scored(n) for n in names]
     for key in ("psnr", "ssim", "psnr_mask", "ssim_mask"):
         values = [100.0 if key.startswith("psnr") else 1.0] + [r.value(key) for r in results]
         assert values[0] > values[1] > values[2], (key, values)
@@ -78,6 +109,19 @@ def test_metrics_degrade_monotonically(clips, kind):
         assert 0 < results[0].value(key) < results[1].value(key), key
     assert results[1].value("m_lmd") > results[1].value("f_lmd")
     assert results[1].value("jitter") > results[1].value("jitter_source")
+
+
+def test_blur_flicker_and_teeth_measures(scored):
+    """Each ratio to the source moves away from 1 on the damage it is meant to expose."""
+    sharp = [scored(n).value("sharpness_ratio") for n in ("blur1.5", "blur4")]
+    assert 1 > 0.6 > sharp[0] > sharp[1], sharp  # blur removes the lips' fine detail
+    assert scored("noise20").value("sharpness_ratio") > 1.5  # noise adds "detail": read sharpness with PSNR
+    assert scored("shuffled").value("flicker_ratio") > 3  # frames in random order jump
+    assert scored("noise20").value("flicker_ratio") > 2  # so does fresh noise in every frame
+    assert scored("blur4").value("flicker_ratio") < 1  # a smoother mouth changes less
+    dark = scored("dark_mouth")
+    assert dark.value("teeth_ratio") < 0.3, dark.value("teeth_ratio")
+    assert scored("noise6").value("teeth_ratio") > 0.7  # mild noise keeps the teeth
 
 
 def test_dub_at_another_size_and_length(clips):

@@ -9,6 +9,16 @@ Images
         use_sample_covariance=False)`; a test checks it.
   Both take an optional boolean mask [H, W]: the mean is then over the masked pixels only.
 
+Blur and flicker (each measured on ours and on the source, and read as ours / source: 1 is ideal)
+  laplacian_energy     mean squared Laplacian of the grey image (in a box around the lips): fine
+                       detail; blur lowers it, noise raises it.
+  teeth_mask           bright, unsaturated pixels: value >= the lower-face skin's median value and
+                       saturation <= TEETH_SATURATION x the skin's median saturation. Skin and lips are
+                       more saturated, the mouth's dark inside is darker (checked on German_20s: no
+                       skin or lip pixel of 100 frames passes; the frames that show teeth do).
+  mean_abs_difference  mean |a - b| (0..255), e.g. between consecutive aligned crops inside the mask.
+  ratio                sum over frames of ours / sum of the source's, over frames where both exist.
+
 Landmarks (MediaPipe's 478-point topology, face/mediapipe_mesh.py)
   lmd     mean Euclidean distance between corresponding landmarks, over frames and points.
           M-LMD uses MOUTH_POINTS (outer and inner lip rings), F-LMD all points.
@@ -44,6 +54,10 @@ RIGID_POINTS = list(mesh.POSE_POINTS)
 # dfrf_cnn2 clip, 25 dB 348, 20 dB 394; musetalk_eng.wav: 200 / 256 / 274 of 1500).
 SILENCE_DB = 25.0
 SILENCE_MIN_FRAMES = 5  # 200 ms at 25 fps
+
+LIP_BOX_PAD = 0.15  # the lip box: the outer lips' bounding box, grown by this fraction of its width each side
+TEETH_SATURATION = 0.7  # teeth: at most this fraction of the skin's median saturation (and as bright as skin)
+TEETH_MIN_FRACTION = 0.05  # a frame "shows teeth" when they cover this much of the inner-lip polygon
 
 
 # -- images -------------------------------------------------------------------------------------
@@ -101,6 +115,56 @@ def polygon_mask(points: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     img = np.zeros(size, np.uint8)
     cv2.fillPoly(img, [np.round(np.asarray(points) * 16).astype(np.int32)], 1, cv2.LINE_8, shift=4)
     return img.astype(bool)
+
+
+def box_mask(points: np.ndarray, size: tuple[int, int], pad: float = LIP_BOX_PAD) -> np.ndarray:
+    """Boolean [H, W] mask of the bounding box of `points` [K, 2], grown by `pad` x its width each side."""
+    points = np.asarray(points, np.float64)
+    lo, hi = points.min(0), points.max(0)
+    grow = pad * (hi[0] - lo[0])
+    (x0, y0), (x1, y1) = np.floor(lo - grow).astype(int), np.ceil(hi + grow).astype(int)
+    out = np.zeros(size, bool)
+    out[max(y0, 0) : max(y1 + 1, 0), max(x0, 0) : max(x1 + 1, 0)] = True
+    return out
+
+
+def _grey(img: np.ndarray) -> np.ndarray:
+    img = np.asarray(img, np.float32)
+    return img if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
+
+
+def laplacian_energy(img: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """Mean squared Laplacian (3x3) of the grey image (0..255) over `mask`: fine detail, lowered by blur."""
+    return _mask_mean(cv2.Laplacian(_grey(img), cv2.CV_32F).astype(np.float64) ** 2, mask)
+
+
+def teeth_thresholds(img: np.ndarray, skin: np.ndarray) -> tuple[float, float]:
+    """(least value, most saturation) of teeth in `img` (RGB 0..255), from the `skin` pixels' medians."""
+    hsv = cv2.cvtColor(np.asarray(img, np.float32) / 255, cv2.COLOR_RGB2HSV)
+    skin = np.asarray(skin, bool)
+    if not skin.any():
+        return float("nan"), float("nan")
+    return float(np.median(hsv[..., 2][skin])), TEETH_SATURATION * float(np.median(hsv[..., 1][skin]))
+
+
+def teeth_mask(img: np.ndarray, thresholds: tuple[float, float]) -> np.ndarray:
+    """Boolean [H, W]: teeth-like pixels (bright, unsaturated; `teeth_thresholds`) of `img` (RGB 0..255)."""
+    hsv = cv2.cvtColor(np.asarray(img, np.float32) / 255, cv2.COLOR_RGB2HSV)
+    value, saturation = thresholds
+    return (hsv[..., 2] >= value) & (hsv[..., 1] <= saturation)
+
+
+def mean_abs_difference(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """Mean |a - b| (channel mean) over the image or the `mask` pixels."""
+    return _mask_mean(np.abs(_pixels(a) - _pixels(b)).mean(-1), mask)
+
+
+def ratio(ours: np.ndarray, source: np.ndarray) -> float:
+    """sum(ours) / sum(source) over the frames where both are finite; nan when the source sums to 0."""
+    ours, source = np.asarray(ours, np.float64), np.asarray(source, np.float64)
+    ok = np.isfinite(ours) & np.isfinite(source)
+    total = source[ok].sum()
+    return float(ours[ok].sum() / total) if total > 0 else float("nan")
 
 
 # -- landmarks ----------------------------------------------------------------------------------

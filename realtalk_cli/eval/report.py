@@ -37,7 +37,7 @@ def table(result, title: str = "realtalk eval"):
                 t.add_section()
             protocol = m.protocol
             t.add_row(f"[bold]{protocol}[/bold]", "", "")
-        arrow = {"higher": " (↑)", "lower": " (↓)"}.get(m.better, "")
+        arrow = {"higher": " (↑)", "lower": " (↓)", "one": " (→1)"}.get(m.better, "")
         t.add_row(f"  {m.label}{arrow}", _fmt(m.value, m.unit), m.note)
     return t
 
@@ -53,6 +53,9 @@ PANELS = [
     ([("ssim", "face crop"), ("ssim_mask", "mask region")], "SSIM"),
     ([("m_lmd", "M-LMD (lips)"), ("f_lmd", "F-LMD (face)")], "landmark distance (px)"),
     ([("mouth_ours", "dubbed (tracked)"), ("mouth_source", "source (tracked)"), ("mouth_curve", "given curve")], "mouth opening (px)"),
+    ([("sharp_ours", "dubbed"), ("sharp_source", "source")], "lip-box sharpness"),
+    ([("teeth_ours", "dubbed"), ("teeth_source", "source")], "teeth share of inner lips"),
+    ([("flicker_ours", "dubbed"), ("flicker_source", "source")], "flicker in mask"),
 ]
 
 
@@ -106,7 +109,7 @@ def write_report(result, path: str | os.PathLike) -> None:
             return
         rows = "".join(
             f"<tr><td>{html.escape(m.protocol)}</td><td>{html.escape(m.label)}</td><td class=n>{html.escape(_fmt(m.value, m.unit))}</td>"
-            f"<td>{ {'higher': '&uarr;', 'lower': '&darr;'}.get(m.better, '')}</td><td>{html.escape(m.note)}</td></tr>"
+            f"<td>{ {'higher': '&uarr;', 'lower': '&darr;', 'one': '&rarr;1'}.get(m.better, '')}</td><td>{html.escape(m.note)}</td></tr>"
             for m in result.metrics)
         inputs = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(v if isinstance(v, str) else json.dumps(v))}</li>"
                          for k, v in result.inputs.items())

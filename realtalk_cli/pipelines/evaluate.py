@@ -9,6 +9,10 @@ compared in the same crop (AlignConfig, 256 px by default):
   M-LMD / F-LMD mean landmark distance of the lips / of all 478 points, crop pixels
   jitter        frame-to-frame motion of the rigid upper-face points, ours and the source's
   mouth r       correlation of our mouth opening with the source's
+  blur and flicker, each ours / the source's (1 is ideal):
+    sharpness   Laplacian energy in the box around the source's lips
+    teeth       teeth-like pixels in the source's inner-lip polygon, on frames where the source shows teeth
+    flicker     mean |change| inside the mask between consecutive frames, head motion removed
   LPIPS, FID, CSIM   only with their weights (see realtalk_cli/eval/)
 
 Cross-audio protocol (any dubbed video):
@@ -70,7 +74,7 @@ class Metric:
     label: str
     value: float | None  # None: not computed (`note` says why)
     unit: str = ""
-    better: str = ""  # "higher", "lower" or "" (a reference value)
+    better: str = ""  # "higher", "lower", "one" (a ratio to the source: 1 is ideal) or "" (a reference value)
     protocol: str = ""  # "reconstruction" or "cross-audio"
     note: str = ""
 
@@ -258,11 +262,43 @@ def _geometry(track_d: FaceTrack, track_s: FaceTrack | None, info_d, info_s, cro
     return g
 
 
+class _BlurFlicker:
+    """Per frame, for ours and for the source, all in the source's crop and with the source's landmarks:
+    sharpness in the lip box, teeth fraction of the inner lips, flicker inside the mask."""
+
+    def __init__(self, g: _Geometry, crop_size: int):
+        self.g, self.S = g, crop_size
+        self.curves = {f"{k}_{who}": np.full(g.n, np.nan) for k in ("sharp", "teeth", "flicker") for who in ("ours", "source")}
+        self.prev: tuple[int, np.ndarray, np.ndarray] | None = None  # (index, our frame, source frame)
+
+    def add(self, i: int, fd: np.ndarray, fs: np.ndarray, crop_d: np.ndarray, crop_s: np.ndarray, mask: np.ndarray) -> None:
+        """Frame i: full frames (ours at the source's size) and their crops; `mask` the mask region."""
+        g, S, c, lm = self.g, self.S, self.curves, self.g.lm_s[i, :, :2]
+        lips = M.box_mask(lm[mesh.LIPS_OUTER], (S, S))
+        c["sharp_ours"][i], c["sharp_source"][i] = M.laplacian_energy(crop_d, lips), M.laplacian_energy(crop_s, lips)
+        inner = M.polygon_mask(lm[mesh.LIPS_INNER], (S, S))
+        if inner.any():  # thresholds from the source's skin (the mask region without the lips), the same for both
+            limits = M.teeth_thresholds(crop_s, mask & ~M.polygon_mask(lm[mesh.LIPS_OUTER], (S, S)))
+            c["teeth_ours"][i] = (M.teeth_mask(crop_d, limits) & inner).sum() / inner.sum()
+            c["teeth_source"][i] = (M.teeth_mask(crop_s, limits) & inner).sum() / inner.sum()
+        if self.prev is not None and self.prev[0] == i - 1:
+            # the previous frame cut so that the source's rigid upper face lands where it is in this
+            # crop: the crop's smoothing and the head's motion are removed, the mouth's is left
+            rigid, _ = cv2.estimateAffinePartial2D(g.lm_s[i - 1, M.RIGID_POINTS, :2], lm[M.RIGID_POINTS], method=cv2.LMEDS)
+            if rigid is not None:
+                a = (rigid @ np.vstack([g.tf_s[i - 1], [0, 0, 1]])).astype(np.float32)
+                c["flicker_ours"][i] = M.mean_abs_difference(crop_d, align.warp_to_crop(self.prev[1], a, S), mask)
+                c["flicker_source"][i] = M.mean_abs_difference(crop_s, align.warp_to_crop(self.prev[2], a, S), mask)
+        self.prev = (i, fd, fs)
+
+
 def _pixel_pass(dubbed, source, info_d, info_s, options: EvalOptions, g: _Geometry, track_d: FaceTrack,
                 track_s: FaceTrack | None, pairs: _PairBatcher, sync, p) -> dict[str, np.ndarray]:
-    """Stream both videos once: per-frame PSNR/SSIM, and crops for the networks. Returns the curves."""
+    """Stream both videos once: per-frame PSNR/SSIM, blur and flicker, and crops for the networks.
+    Returns the curves."""
     S, n = options.crop_size, g.n
     pix = {k: np.full(n, np.nan) for k in ("psnr", "ssim", "psnr_mask", "ssim_mask")}
+    blur = _BlurFlicker(g, S) if source is not None else None
     task = p.add_task("measuring frames", total=n)
     readers = [_reader(dubbed, options, info_d)] + ([_reader(source, options, info_s)] if source is not None else [])
     try:
@@ -278,6 +314,7 @@ def _pixel_pass(dubbed, source, info_d, info_s, options: EvalOptions, g: _Geomet
                 mask = M.polygon_mask(g.lm_s[i, mesh.MASK_CONTOUR, :2], (S, S))
                 pix["psnr"][i], pix["ssim"][i] = M.psnr(crop_d, crop_s), M.ssim(crop_d, crop_s)
                 pix["psnr_mask"][i], pix["ssim_mask"][i] = M.psnr(crop_d, crop_s, mask), M.ssim(crop_d, crop_s, mask)
+                blur.add(i, fd, fs, crop_d, crop_s, mask)
                 faces = None
                 if pairs.nets.arcface is not None and g.found_d[i]:
                     from realtalk_cli.eval.arcface import aligned_face
@@ -289,7 +326,7 @@ def _pixel_pass(dubbed, source, info_d, info_s, options: EvalOptions, g: _Geomet
         for reader in readers:  # stop the decoders: a longer video is not read to its end
             reader.close()
     pairs.flush()
-    return pix
+    return pix if blur is None else {**pix, **blur.curves}
 
 
 def _nanmean(x: np.ndarray) -> float | None:
@@ -316,6 +353,10 @@ def _reconstruction_metrics(g: _Geometry, pix: dict, pairs: _PairBatcher, per_fr
 
         fid = frechet_distance(np.concatenate(pairs.feats_ours), np.concatenate(pairs.feats_source))
     csim = np.array([pairs.csim.get(i, np.nan) for i in range(g.n)])
+    fmt = lambda x, f: "-" if x is None else format(x, f)  # noqa: E731
+    means = {k: _nanmean(v) for k, v in pix.items()}
+    teeth = pix["teeth_source"] >= M.TEETH_MIN_FRACTION  # frames where the source shows teeth
+    teeth_means = [_nanmean(pix[f"teeth_{who}"][teeth]) for who in ("ours", "source")]
     return [
         Metric("psnr", "PSNR, face crop", _nanmean(pix["psnr"]), "dB", "higher", R),
         Metric("ssim", "SSIM, face crop", _nanmean(pix["ssim"]), "", "higher", R),
@@ -326,6 +367,15 @@ def _reconstruction_metrics(g: _Geometry, pix: dict, pairs: _PairBatcher, per_fr
         Metric("jitter", "landmark jitter, ours", jitter(g.lm_d), "px/frame", "lower", R),
         Metric("jitter_source", "landmark jitter, source", jitter(g.lm_s), "px/frame", "", R),
         Metric("mouth_r_source", "mouth opening r vs source", mouth_r, "", "higher", R),
+        Metric("sharpness_ratio", "mouth sharpness, ours / source", M.ratio(pix["sharp_ours"], pix["sharp_source"]), "", "one", R,
+               f"Laplacian energy in the lip box: ours {fmt(means['sharp_ours'], '.1f')}, source {fmt(means['sharp_source'], '.1f')}"),
+        Metric("teeth_ratio", "teeth visibility, ours / source",
+               M.ratio(pix["teeth_ours"][teeth], pix["teeth_source"][teeth]), "", "one", R,
+               f"{int(teeth.sum())} frames where the source shows teeth; teeth-like share of the inner lips there: "
+               f"ours {fmt(teeth_means[0], '.1%')}, source {fmt(teeth_means[1], '.1%')}"),
+        Metric("flicker_ratio", "flicker in the mask, ours / source", M.ratio(pix["flicker_ours"], pix["flicker_source"]), "", "one", R,
+               f"mean |frame-to-frame change|, head motion removed: ours {fmt(means['flicker_ours'], '.2f')}, "
+               f"source {fmt(means['flicker_source'], '.2f')} (0..255)"),
         Metric("lpips", "LPIPS, face crop", _nanmean(lpips), "", "lower", R, "" if nets.lpips is not None else unavailable("lpips")),
         Metric("fid", "FID, face crops", fid, "", "lower", R, f"{n_feats} frames" if nets.fid is not None else unavailable("fid")),
         Metric("csim", "CSIM (identity)", _nanmean(csim), "", "higher", R, "" if nets.arcface is not None else unavailable("csim")),
