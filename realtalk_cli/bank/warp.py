@@ -78,7 +78,7 @@ def warp(image: np.ndarray, dst_pts: np.ndarray, src_pts: np.ndarray, triangles:
     return cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
-def fill_smooth(values: np.ndarray, weights: np.ndarray, grid: int = 48) -> np.ndarray:
+def fill_smooth(values: np.ndarray, weights: np.ndarray, grid: int = 32) -> np.ndarray:
     """Spread `values` [h, w, C], known where `weights` [h, w] > 0, smoothly over the whole image: the
     harmonic (membrane) interpolation of the known values, solved on a coarse grid of about `grid`
     cells a side and upsampled. Used to carry the colour difference measured on the mask's border
@@ -99,24 +99,21 @@ def fill_smooth(values: np.ndarray, weights: np.ndarray, grid: int = 48) -> np.n
 
 def _harmonic(vals: np.ndarray, known: np.ndarray) -> np.ndarray:
     """Solve the discrete Laplace equation for the unknown cells (4-neighbours, free borders)."""
-    from scipy.sparse import coo_matrix
+    from scipy.sparse import coo_matrix, diags
     from scipy.sparse.linalg import spsolve
 
     h, w = known.shape
     idx = np.arange(h * w).reshape(h, w)
-    rows, cols = [], []
-    for a, b in ((idx[:, :-1], idx[:, 1:]), (idx[:-1], idx[1:])):  # each grid edge once
-        rows += [a.ravel(), b.ravel()]
-        cols += [b.ravel(), a.ravel()]
-    rows, cols = np.concatenate(rows), np.concatenate(cols)
+    pairs = [(idx[:, :-1], idx[:, 1:]), (idx[:-1], idx[1:])]  # each grid edge once
+    rows = np.concatenate([x.ravel() for a, b in pairs for x in (a, b)])
+    cols = np.concatenate([x.ravel() for a, b in pairs for x in (b, a)])
     adj = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(h * w, h * w)).tocsr()
     degree = np.asarray(adj.sum(1)).ravel()
     unknown = ~known.ravel()
-    u_idx = np.flatnonzero(unknown)
+    u_idx, k_idx = np.flatnonzero(unknown), np.flatnonzero(~unknown)
     out = vals.reshape(h * w, -1).astype(np.float64).copy()
     if len(u_idx):
-        lap = (adj[u_idx][:, u_idx] * -1).tolil()
-        lap.setdiag(degree[u_idx])
-        rhs = adj[u_idx][:, ~unknown] @ out[~unknown]
-        out[u_idx] = spsolve(lap.tocsc(), rhs).reshape(len(u_idx), -1)
+        rows_u = adj[u_idx]
+        lap = (diags(degree[u_idx]) - rows_u[:, u_idx]).tocsc()
+        out[u_idx] = spsolve(lap, rows_u[:, k_idx] @ out[k_idx]).reshape(len(u_idx), -1)
     return out.reshape(h, w, -1).astype(np.float32)
