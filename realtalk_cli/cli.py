@@ -222,6 +222,7 @@ def bench(
     repeats: int = typer.Option(5, "--repeats", min=1, help="Timed runs per measurement (after 2 warm-up runs)."),
     max_seconds: float = typer.Option(60.0, "--max-seconds", help="Stop repeating a measurement after this long (at least 2 runs)."),
     e2e_seconds: float = typer.Option(4.0, "--e2e-seconds", help="Length of the generated clip for the end-to-end dub timing; 0 skips it."),
+    e2e: str = typer.Option("fia@1280x720,bank@512x512,bank@1920x1080", "--e2e", help="End-to-end dubs to time: RENDERER@WIDTHxHEIGHT, comma-separated (renderer fia or bank)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the results as JSON here."),
 ):
     """Measure the speed of every stage on this device and backend."""
@@ -249,7 +250,7 @@ def bench(
 
         a2e, stage, _ = load_models(checkpoint, device)
         renderer = stage.e2f.renderer if stage.name == "fia" else None  # the bank renderer has no network
-    result = b.run_bench(device, a2e, renderer, sizes, kinds, repeats, max_seconds, e2e_seconds,
+    result = b.run_bench(device, a2e, renderer, sizes, kinds, repeats, max_seconds, e2e_seconds, e2e=b.parse_e2e(e2e),
                          on_row=lambda r: console.print(f"  {r.stage} {r.backend} batch {r.batch}: {r.ms_per_frame:.2f} ms/frame"))
     if json_out is not None:
         from realtalk_cli.fsutil import atomic_file, check_output_path

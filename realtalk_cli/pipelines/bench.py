@@ -156,57 +156,84 @@ def environment(device: torch.device) -> dict:
     return env
 
 
+def parse_e2e(spec: str) -> list[tuple[str, tuple[int, int]]]:
+    """'fia@1280x720,bank@512x512' -> [(renderer, (width, height)), ...]."""
+    from realtalk_cli.errors import UsageError
+
+    out = []
+    for item in filter(None, (x.strip() for x in spec.split(","))):
+        try:
+            renderer, size = item.split("@")
+            w, h = (int(v) for v in size.lower().split("x"))
+            assert renderer in ("fia", "bank") and w >= 64 and h >= 64
+        except (ValueError, AssertionError):
+            raise UsageError(f"--e2e {item!r}: expected RENDERER@WIDTHxHEIGHT with RENDERER fia or bank, e.g. bank@512x512") from None
+        out.append((renderer, (w, h)))
+    return out
+
+
 def run_bench(device: torch.device, a2e: A2ETransformer | None = None, renderer: Renderer | None = None,
               batches=(1, 8, 32), backends=None, repeats: int = 5, max_seconds: float = 60.0,
-              e2e_seconds: float = 0.0, on_row=None) -> dict:
-    """Time the networks (paper config unless given) and, if `e2e_seconds` > 0, a whole dub."""
-    if a2e is None or renderer is None:
-        a2e, renderer = paper_networks()
+              e2e_seconds: float = 0.0, on_row=None, e2e=(("fia", (1280, 720)),)) -> dict:
+    """Time the networks (paper config unless given) and, if `e2e_seconds` > 0, whole dubs with each
+    (renderer, frame size) in `e2e`."""
+    if a2e is None or renderer is None:  # a frame-bank model has no renderer network: time the paper's
+        paper_a2e, paper_renderer = paper_networks()
+        a2e, renderer = a2e or paper_a2e, renderer or paper_renderer
     rows = bench_networks(a2e, renderer, device, batches, backends, repeats, max_seconds, on_row)
     result = {"environment": environment(device), "paper_v100": PAPER_V100,
               "a2e_params_m": sum(p.numel() for p in a2e.parameters()) / 1e6,
               "renderer_params_m": sum(p.numel() for p in renderer.parameters()) / 1e6,
               "rows": [r.to_dict() for r in rows]}
     if e2e_seconds > 0:
-        result["dub"] = bench_dub(device, e2e_seconds, a2e_cfg=a2e.cfg, renderer_cfg=renderer.cfg)
+        result["dubs"] = [bench_dub(device, e2e_seconds, size, a2e_cfg=a2e.cfg, renderer_cfg=renderer.cfg, renderer=kind)
+                          for kind, size in e2e]
     return result
 
 
 def bench_dub(device: torch.device, seconds: float = 4.0, size: tuple[int, int] = (1280, 720),
-              a2e_cfg: A2EConfig | None = None, renderer_cfg: RendererConfig | None = None, batch_size: int = 8) -> dict:
+              a2e_cfg: A2EConfig | None = None, renderer_cfg: RendererConfig | None = None, batch_size: int = 8,
+              renderer: str = "fia") -> dict:
     """Dub a generated face clip end to end with random-weight networks; seconds per stage.
 
     The face model is learned from the clip itself (the landmark model needs no weights); the
-    networks take the given configurations with input sizes set to that face model.
+    networks take the given configurations with input sizes set to that face model. The bank
+    renderer's frame bank is built from the same clip (preprocessed first, not timed).
     """
     import dataclasses
     import tempfile
     from pathlib import Path
 
-    from realtalk_cli.face import align
-    from realtalk_cli.face.fit import build_landmark_model
-    from realtalk_cli.face.tracker import track_frames
-    from realtalk_cli.media import VideoReader
     from realtalk_cli.media.synthetic import make_face_video
-    from realtalk_cli.nets.mask import MaskConfig
     from realtalk_cli.pipelines.dub import DubOptions, Dubber
-    from realtalk_cli.pipelines.e2f_infer import E2FModel
-    from realtalk_cli.pipelines.render_stage import FIAStage
+    from realtalk_cli.pipelines.preprocess import PreprocessConfig, preprocess_dataset
 
     a2e_cfg = a2e_cfg or A2EConfig(audio_dim=80)
-    renderer_cfg = renderer_cfg or RendererConfig()
     with tempfile.TemporaryDirectory() as tmp:
         clip = make_face_video(Path(tmp) / "clip.mp4", seconds, size)
-        track = track_frames(VideoReader(clip))
-        transforms = align.crop_transforms(track.landmarks, track.found)
-        face = build_landmark_model([align.transform_points(track.landmarks[track.found], transforms[track.found])], 256)
+        preprocess_dataset([clip], Path(tmp) / "data", PreprocessConfig(val_fraction=0.0))
+        from realtalk_cli.data.dataset import Dataset
+
+        face = Dataset.open(Path(tmp) / "data").face_model
         a2e = A2ETransformer(dataclasses.replace(a2e_cfg, n_id=face.n_id, n_exp=face.n_exp))
-        renderer = Renderer(dataclasses.replace(renderer_cfg, coeff_dim=face.n_id + face.n_exp + face.n_pose))
-        e2f = E2FModel(renderer.to(device).eval(), face.to(device), MaskConfig())
-        dubber = Dubber(a2e.to(device).eval(), FIAStage(e2f, 256, device), {"audio": {"kind": "mel"}}, device)
+        if renderer == "bank":
+            from realtalk_cli.bank.compose import BankRenderer
+            from realtalk_cli.bank.store import FrameBank, build_bank
+            from realtalk_cli.pipelines.render_stage import BankStage
+
+            stage = BankStage(BankRenderer(FrameBank(build_bank(Path(tmp) / "data", Path(tmp) / "bank"))))
+        else:
+            from realtalk_cli.nets.mask import MaskConfig
+            from realtalk_cli.pipelines.e2f_infer import E2FModel
+            from realtalk_cli.pipelines.render_stage import FIAStage
+
+            net = Renderer(dataclasses.replace(renderer_cfg or RendererConfig(), coeff_dim=face.n_id + face.n_exp + face.n_pose))
+            stage = FIAStage(E2FModel(net.to(device).eval(), face.to(device), MaskConfig()), face.crop_size, device)
+        dubber = Dubber(a2e.to(device).eval(), stage, {"audio": {"kind": "mel"}}, device)
         result = dubber.dub(clip, clip, Path(tmp) / "out.mp4", DubOptions(batch_size=batch_size))
     out = result.to_dict()
     out.pop("output")
+    out["renderer"] = renderer
     out["video_fps"] = out.pop("fps")
     out["fps"] = out.pop("frames_per_second")
     return out
@@ -227,9 +254,9 @@ def print_report(result: dict, console) -> None:
     console.print(t)
     console.print(f"parameters: a2e {result['a2e_params_m']:.2f} M, renderer {result['renderer_params_m']:.2f} M "
                   f"(paper renderer 69.24 M); paper total {paper['total_ms']} ms/frame = {paper['fps']:.0f} FPS on a V100")
-    if "dub" in result:
-        d = result["dub"]
-        t = Table(title=f"end-to-end dub: {d['frames']} frames {d['width']}x{d['height']}, {d['fps']:.1f} frames/s overall")
+    for d in result.get("dubs", []):
+        t = Table(title=f"end-to-end dub, {d['renderer']} renderer: {d['frames']} frames {d['width']}x{d['height']}, "
+                        f"{d['fps']:.1f} frames/s overall")
         for col in ("stage", "seconds", "ms/frame", "frames/s"):
             t.add_column(col, justify="left" if col == "stage" else "right")
         for stage, sec in d["stages"].items():
