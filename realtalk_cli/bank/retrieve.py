@@ -8,8 +8,10 @@ successor in the video) is free, holding it costs a little, jumping elsewhere co
 mouth therefore keeps one source for stretches of frames instead of flickering between sources, and
 its texture moves as the person's really did.
 
-At a jump, the previous source is faded out over `crossfade` frames (both are warped to the same
-target geometry, so only the texture blends).
+At a jump, the previous source can be faded out over `crossfade` frames (both are warped to the
+same target geometry, so only the texture blends). Off by default: measured on German_20s held out,
+a 2-frame fade averaged two sets of teeth into a blur (mouth sharpness 0.74 of the source's, teeth
+0.12) while a hard cut with a higher switching cost kept them (0.89, 0.40) at flicker 1.06.
 """
 
 from __future__ import annotations
@@ -26,9 +28,9 @@ from realtalk_cli.face.model import FaceModel
 class RetrievalConfig:
     candidates: int = 12      # nearest bank frames per output frame
     pose_scale: float = 0.12  # radians of head-angle difference that cost as much as one typical lip mismatch
-    switch_cost: float = 1.5  # in units of a typical lip mismatch
+    switch_cost: float = 3.0  # in units of a typical lip mismatch
     hold_cost: float = 0.4    # showing the same bank frame again
-    crossfade: int = 2        # frames over which a replaced source fades out
+    crossfade: int = 0        # frames over which a replaced source fades out
 
 
 def lip_descriptors(face: FaceModel, alpha: np.ndarray, beta: np.ndarray) -> np.ndarray:

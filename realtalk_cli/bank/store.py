@@ -4,15 +4,16 @@ Built once per video (by `dub --adapt` or `build_bank`) from a preprocessed data
 video, and saved with the model:
 
     bank/
-      config.json        format, crop size of the bank, face-model crop size, frames, stride, triangulation
+      config.json        format, frames, stride, build settings
       bank.safetensors   frames [K] (source frame at 25 fps), segment [K], beta [K,n_exp], rho [K,6],
-                         alpha [n_id], triangles [F,3]
+                         alpha [n_id], affines [K,2,3] (bank image -> face-model crop), triangles [F,3]
       face_model.safetensors   the face model the coefficients belong to
       crops.bin          one JPEG per bank frame, concatenated (offsets in bank.safetensors)
 
-Crops are cut from the source frames at the face's own resolution (not the dataset's 256 px crops),
-so the bank keeps every pixel of lip and teeth detail the video has. A long video is subsampled
-(every k-th frame) to at most `max_frames`.
+A bank image is the box of the source frame around the face, cut out as it is: no rotation and no
+resampling (a larger-than-`max_side` box is shrunk), so the warp at dub time is the only resampling
+and the bank keeps the lip and teeth detail the video has. A long video is subsampled (every k-th
+frame) to at most `max_frames`.
 """
 
 from __future__ import annotations
@@ -39,9 +40,8 @@ FORMAT, VERSION = "realtalk-frame-bank", 1
 @dataclass
 class BankConfig:
     max_frames: int = 1500       # a longer video is subsampled to this many frames
-    min_size: int = 128          # bank crop side bounds, pixels
-    max_size: int = 512
-    jpeg_quality: int = 94
+    max_side: int = 720          # a bank image larger than this (a face filling a 4K frame) is shrunk
+    jpeg_quality: int = 95
 
 
 def warp_points(face: FaceModel) -> torch.Tensor:
@@ -83,19 +83,18 @@ class FrameBank:
         self.frames, self.segment = b["frames"].astype(np.int64), b["segment"].astype(np.int64)
         self.beta, self.rho, self.alpha = b["beta"], b["rho"], b["alpha"]
         self.triangles, self.offsets = b["triangles"].astype(np.int32), b["offsets"].astype(np.int64)
-        self.size = int(config["size"])
-        self.scale = self.size / self.face.crop_size  # bank crop pixels per face-model crop pixel
         self.index = warp_points(self.face)
-        # source points of the warp: the model's points in each bank crop, then the fixed anchors
-        pts = project(self.face, self.alpha, self.beta, self.rho, self.index) * self.scale
-        self.points = np.concatenate([pts, np.broadcast_to(border_anchors(self.size), (len(pts), 8, 2))], 1)
+        # source points of the warp: the model's points, then the fixed anchors, in each bank image
+        crop_pts = project(self.face, self.alpha, self.beta, self.rho, self.index)
+        crop_pts = np.concatenate([crop_pts, np.broadcast_to(border_anchors(self.face.crop_size), (len(crop_pts), 8, 2))], 1)
+        self.points = align.transform_points(crop_pts, align.invert(b["affines"]))
         self._crops = np.memmap(self.dir / "crops.bin", dtype=np.uint8, mode="r")
 
     def __len__(self) -> int:
         return len(self.frames)
 
     def crop(self, k: int) -> np.ndarray:
-        """uint8 RGB [size, size, 3] crop of bank frame k."""
+        """uint8 RGB image [h, w, 3] of bank frame k (the face's box of its source frame)."""
         bgr = cv2.imdecode(np.asarray(self._crops[self.offsets[k]:self.offsets[k + 1]]), cv2.IMREAD_COLOR)
         if bgr is None:
             raise RealtalkError(f"bank crop {k} cannot be decoded", self.dir / "crops.bin")
@@ -111,11 +110,13 @@ class FrameBank:
         return nxt
 
 
-def bank_size(transforms: np.ndarray, crop_size: int, cfg: BankConfig) -> int:
-    """Crop side that keeps the face's own resolution: the crop's extent in source pixels."""
-    scale = np.sqrt(np.abs(np.linalg.det(transforms[:, :2, :2].astype(np.float64))))  # crop px per source px
-    side = crop_size / float(np.median(scale))
-    return int(np.clip(math.ceil(side / 16) * 16, cfg.min_size, cfg.max_size))
+def face_box(transform: np.ndarray, crop_size: int, width: int, height: int) -> tuple[int, int, int, int]:
+    """The source-frame box (x0, y0, x1, y1) covering a face-model crop, clipped to the frame."""
+    corners = np.array([[0, 0], [crop_size, 0], [0, crop_size], [crop_size, crop_size]], np.float32)
+    pts = align.transform_points(corners, align.invert(transform))
+    x0, y0 = np.maximum(np.floor(pts.min(0)).astype(int), 0)
+    x1, y1 = np.minimum(np.ceil(pts.max(0)).astype(int), [width, height])
+    return int(x0), int(y0), int(x1), int(y1)
 
 
 def build_bank(dataset_dir: str | os.PathLike, out: str | os.PathLike, cfg: BankConfig | None = None,
@@ -133,9 +134,7 @@ def build_bank(dataset_dir: str | os.PathLike, out: str | os.PathLike, cfg: Bank
         raise RealtalkError("dataset has no clips to build a frame bank from", dataset_dir)
     valid = [c.valid() for c in clips]
     stride = max(1, math.ceil(sum(int(v.sum()) for v in valid) / cfg.max_frames))
-    size = bank_size(np.concatenate([c.transforms()[v] for c, v in zip(clips, valid)]), face.crop_size, cfg)
-    scale = np.diag([size / face.crop_size] * 2 + [1.0])[:2]
-    frames, segment, betas, rhos, offsets = [], [], [], [], [0]
+    frames, segment, betas, rhos, affines, offsets = [], [], [], [], [], [0]
     alpha = clips[0].coeffs()["alpha"]
     with atomic_dir(out) as tmp, open(tmp / "crops.bin", "wb") as blob:
         task = progress.add_task("frame bank", total=sum(len(c) for c in clips), info="") if progress else None
@@ -153,8 +152,14 @@ def build_bank(dataset_dir: str | os.PathLike, out: str | os.PathLike, cfg: Bank
                     progress.update(task, advance=1)
                 if t not in wanted:
                     continue
-                a = (scale @ np.vstack([transforms[t], [0, 0, 1]])).astype(np.float32)
-                crop = align.warp_to_crop(frame, a, size)
+                x0, y0, x1, y1 = face_box(transforms[t], face.crop_size, frame.shape[1], frame.shape[0])
+                crop = frame[y0:y1, x0:x1]
+                shrink = min(1.0, cfg.max_side / max(crop.shape[:2]))
+                if shrink < 1.0:
+                    crop = cv2.resize(crop, None, fx=shrink, fy=shrink, interpolation=cv2.INTER_AREA)
+                # bank image pixels -> source pixels -> face-model crop pixels
+                to_source = np.array([[1 / shrink, 0, x0], [0, 1 / shrink, y0], [0, 0, 1]])
+                affines.append(transforms[t] @ to_source)
                 ok_, buf = cv2.imencode(".jpg", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, cfg.jpeg_quality])
                 blob.write(buf.tobytes())
                 offsets.append(offsets[-1] + len(buf))
@@ -165,13 +170,14 @@ def build_bank(dataset_dir: str | os.PathLike, out: str | os.PathLike, cfg: Bank
         if len(frames) == 0:
             raise RealtalkError("no frame of the video could be read into the frame bank", dataset_dir)
         betas, rhos = np.stack(betas).astype(np.float32), np.stack(rhos).astype(np.float32)
-        triangles = _triangulation(face, alpha, betas, rhos, size)
+        triangles = _triangulation(face, alpha, betas, rhos)
         fm_config, fm_tensors = face.to_checkpoint()
-        config = {"format": FORMAT, "version": VERSION, "size": size, "stride": stride, "frames": len(frames),
+        config = {"format": FORMAT, "version": VERSION, "stride": stride, "frames": len(frames),
                   "face_model": fm_config, "build": asdict(cfg), "source": sorted({c.meta["source"] for c in clips})}
         (tmp / "config.json").write_text(json.dumps(config, indent=2))
         arrays = {"frames": np.asarray(frames, np.int64), "segment": np.asarray(segment, np.int64), "beta": betas,
                   "rho": rhos, "alpha": np.asarray(alpha, np.float32), "triangles": triangles,
+                  "affines": np.asarray(affines, np.float32),
                   "offsets": np.asarray(offsets, np.int64)}
         from safetensors.torch import save_file
 
@@ -180,7 +186,7 @@ def build_bank(dataset_dir: str | os.PathLike, out: str | os.PathLike, cfg: Bank
     return Path(out)
 
 
-def _triangulation(face: FaceModel, alpha, betas, rhos, size: int) -> np.ndarray:
+def _triangulation(face: FaceModel, alpha, betas, rhos) -> np.ndarray:
     """Triangles over the warp points and the anchors, from the bank frame with the widest-open mouth
     (so the mouth interior is triangulated across, upper lip to lower lip)."""
     from realtalk_cli.bank.warp import triangulate
@@ -190,4 +196,4 @@ def _triangulation(face: FaceModel, alpha, betas, rhos, size: int) -> np.ndarray
         verts = face.vertices(t(alpha)[None].expand(len(betas), -1), t(betas), t(rhos))
         widest = int(face.mouth_opening(verts).argmax())
     pts = project(face, alpha, betas[widest:widest + 1], rhos[widest:widest + 1], warp_points(face))[0]
-    return triangulate(np.vstack([pts * size / face.crop_size, border_anchors(size)]))
+    return triangulate(np.vstack([pts, border_anchors(face.crop_size)]))

@@ -75,7 +75,8 @@ def warp(image: np.ndarray, dst_pts: np.ndarray, src_pts: np.ndarray, triangles:
          box: tuple[int, int, int, int]) -> np.ndarray:
     """The part `box` of the destination image: `image` warped so that src_pts move to dst_pts."""
     map_x, map_y, _ = piecewise_affine_maps(dst_pts, src_pts, triangles, box)
-    return cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    # cubic: the warp is the bank's only resampling, and lips and teeth should keep their edges
+    return cv2.remap(image, map_x, map_y, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
 
 
 def fill_smooth(values: np.ndarray, weights: np.ndarray, grid: int = 32) -> np.ndarray:
