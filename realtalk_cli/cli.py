@@ -80,7 +80,7 @@ def preprocess(
     bbox: Optional[str] = typer.Option(None, "--bbox", help="Speaker: the face in x0,y0,x1,y1 (source pixels)."),
     crop_size: int = typer.Option(256, "--crop-size", help="Side of the square face crops, pixels."),
     features: str = typer.Option("mel", "--features", help="Audio features: mel (built in) or hubert."),
-    hubert: Optional[str] = typer.Option(None, "--hubert", help="HuBERT model: local directory or hub id."),
+    hubert: Optional[str] = typer.Option(None, "--hubert", help="HuBERT model: a local directory (save_pretrained); nothing is downloaded."),
     hubert_layer: int = typer.Option(-1, "--hubert-layer", help="HuBERT hidden layer to use (-1: last)."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Try videos that failed before again."),
     rebuild_face_model: bool = typer.Option(False, "--rebuild-face-model", help="Learn the landmark model anew."),
@@ -144,8 +144,8 @@ def dub(
     adapt_minutes: Optional[float] = typer.Option(None, "--adapt-minutes", help="Training budget when adapting (default: bank 3 min on CPU, 5 on a GPU; fia 15 on CPU, 30 on a GPU)."),
     renderer: Optional[str] = typer.Option(None, "--renderer", help="'bank': the lower face from the person's own frames, warped and blended (sharp, teeth, no renderer training; the default when adapting). 'fia': the paper's neural renderer. Default: what the model directory was adapted with."),
     drive: str = typer.Option("audio", "--drive", help="'audio': expressions from the speech (dubbing). 'tracked': the video's own tracked expressions, to judge the renderer alone (reconstruction)."),
-    init: Optional[Path] = typer.Option(None, "--init", help="With --adapt: start from this generic model directory instead of from scratch."),
-    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="With --adapt: where learned models are kept (default $REALTALK_CACHE or ~/.cache/realtalk)."),
+    init: Optional[Path] = typer.Option(None, "--init", help="When adapting: start from this generic model directory instead of from scratch."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="When adapting: where learned models are kept (default $REALTALK_CACHE or ~/.cache/realtalk)."),
     jobs: Optional[Path] = typer.Option(None, "--jobs", help="Batch mode: CSV (video,speech,output) or JSON list of jobs; models load once."),
     fps: str = typer.Option("25", "--fps", help="Output frame rate: a number, or 'source' to keep the video's rate."),
     extend: str = typer.Option("pingpong", "--extend", help="Speech longer than the video: continue it by 'pingpong' or 'loop'. Shorter speech trims."),
@@ -268,7 +268,7 @@ def bench(
     b.print_report(result, Console(width=None if sys.stdout.isatty() else 120))  # the result: stdout, even with --quiet
 
 
-@app.command(epilog="Example:  realtalk export --checkpoint models/run1   (writes models/run1/onnx/)")
+@app.command(epilog="Example:  realtalk export --checkpoint models/run   (writes models/run/onnx/)")
 def export(
     checkpoint: Path = typer.Option(..., "--checkpoint", help="Model directory with a2e/ and e2f/."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Directory for a2e.onnx and renderer.onnx (default: CHECKPOINT/onnx, where `dub --backend onnx` looks)."),
