@@ -130,17 +130,25 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def read_json(path: str | os.PathLike, what: str = "file", error: type[RealtalkError] = RealtalkError):
-    """Parse a JSON file; a missing or malformed file is a one-line error naming it."""
+def read_json(path: str | os.PathLike, what: str = "file", error: type[RealtalkError] = RealtalkError,
+              expect: type | None = None):
+    """Parse a JSON file; a missing or malformed file (or, with `expect`, another top-level type) is a
+    one-line error naming it."""
     import json
 
     path = Path(path)
     try:
-        return json.loads(path.read_text())
+        value = json.loads(path.read_text())
     except FileNotFoundError:
         raise error(f"{what} not found", path) from None
     except json.JSONDecodeError as e:
         raise error(f"{what} is not valid JSON ({e.msg}, line {e.lineno})", path) from None
+    except UnicodeDecodeError:
+        raise error(f"{what} is not text (binary or damaged file)", path) from None
+    if expect is not None and not isinstance(value, expect):
+        kinds = {dict: "an object {...}", list: "a list [...]"}
+        raise error(f"{what} holds {type(value).__name__} JSON, expected {kinds.get(expect, expect.__name__)}", path)
+    return value
 
 
 def require_file(path: str | os.PathLike, what: str = "file") -> Path:

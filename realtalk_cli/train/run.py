@@ -69,20 +69,18 @@ def default_run_dir(stage: str, resume: bool, root: Path = RUNS) -> Path:
     return root / ("run" if n == 1 else f"run{n}") / stage
 
 
-def load_weights(task, path: str | os.PathLike) -> None:
+def init_weights(task, path: str | os.PathLike) -> None:
     """Start from another run's weights (fine-tuning a generic model); optimizer state starts fresh."""
-    from realtalk_cli.checkpoint import load_checkpoint
+    from realtalk_cli.checkpoint import load_checkpoint, load_weights
     from realtalk_cli.errors import RealtalkError
 
     path = Path(path)
-    _, tensors = load_checkpoint(latest_checkpoint(path) or path if (path / "checkpoints").is_dir() else path)
+    ckpt = latest_checkpoint(path) or path if (path / "checkpoints").is_dir() else path
+    _, tensors = load_checkpoint(ckpt)
     for name, model in task.models.items():
         if name not in tensors:
-            raise RealtalkError(f"init checkpoint has no {name} weights", path)
-        try:
-            model.load_state_dict(tensors[name])
-        except RuntimeError as e:
-            raise RealtalkError(f"init checkpoint's {name} does not match this config ({str(e).splitlines()[0]})", path) from None
+            raise RealtalkError(f"init checkpoint has no {name} weights", ckpt)
+        load_weights(model, tensors[name], ckpt, name)
 
 
 def stage_module(stage: str):
@@ -144,7 +142,7 @@ def train(
     try:
         task = module.build_task(data, cfg, dev)
         if init is not None and not (resume and latest_checkpoint(out)):
-            load_weights(task, init)
+            init_weights(task, init)
         final = Trainer(task, trainer_cfg, out, dist).fit(resume=resume)
         if dist.world > 1:
             torch.distributed.barrier()  # every rank finishes together (gloo aborts on a lone exit)
