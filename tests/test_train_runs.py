@@ -61,3 +61,15 @@ def test_sigterm_stops_training_like_ctrl_c(tmp_path):
     assert "terminated" in err and "Traceback" not in err
     assert list((run / "checkpoints").iterdir()), "the steps done were not saved"
     assert not [f for f in Path(tmp_path).rglob("*") if ".tmp" in f.name]
+
+
+def test_config_by_path_or_shipped_name(tmp_path):
+    from realtalk_cli.configs import config_path
+    from realtalk_cli.errors import UsageError
+
+    own = tmp_path / "mine.json"
+    own.write_text("{}")
+    assert config_path(own) == own
+    assert config_path("a2e_tiny") == config_path("a2e_tiny.json") and config_path("a2e_tiny").is_file()
+    with pytest.raises(UsageError, match="a2e_tiny"):  # the message lists what is shipped
+        config_path("a2e_huge")
