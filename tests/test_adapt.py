@@ -67,3 +67,19 @@ def test_cache_key_covers_what_shapes_the_model(tmp_path):
     assert with_init != base
     (init / "e2f" / "config.json").write_text('{"retrained": true}')  # another model at the same path
     assert cache_key(video, AdaptOptions(init=init), cpu) != with_init
+
+
+def test_failed_preprocessing_is_retried_not_reused(tmp_path):
+    from mediagen import make_video
+    from realtalk_cli.errors import RealtalkError
+    from realtalk_cli.pipelines.adapt import adapt
+
+    video = make_video(tmp_path / "noface.mp4", seconds=0.6)  # a test pattern: no face to learn
+    options = AdaptOptions(minutes=0.01, cache=tmp_path / "cache")
+    stamps = []
+    for _ in range(2):
+        with pytest.raises(RealtalkError, match="cannot learn this person"):
+            adapt(video, options)
+        (record,) = (tmp_path / "cache" / "adapt").glob("*/data/sources/*.json")
+        stamps.append((record.stat().st_mtime_ns, json.loads(record.read_text())["status"]))
+    assert stamps[0][1] != "ok" and stamps[1][0] > stamps[0][0]  # the second run tried again
