@@ -243,8 +243,9 @@ def bench(
         raise UsageError("nothing to measure: bench currently measures speed only (--fps)")
     try:
         sizes = tuple(int(x) for x in batches.split(","))
-    except ValueError:
-        raise UsageError(f"--batches {batches!r}: expected comma-separated integers") from None
+        assert all(n >= 1 for n in sizes)
+    except (ValueError, AssertionError):
+        raise UsageError(f"--batches {batches!r}: expected comma-separated positive integers") from None
     kinds = tuple(k.strip() for k in backends.split(",")) if backends else None
     unknown = set(kinds or ()) - set(b.CUDA_BACKENDS)
     if unknown:

@@ -59,6 +59,11 @@ def test_usage_errors_are_one_line(args, names):
     assert "--help" in lines[0] and r.stdout == ""
 
 
+def test_bad_bench_batches_is_usage_error():
+    r = run("bench", "--batches", "0,-1")
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == ["error: --batches '0,-1': expected comma-separated positive integers"]
+
+
 def test_help_stays_rich():
     r = run("train", "--help")
     assert r.returncode == 0 and "Usage: realtalk train" in r.stdout and "╭" in r.stdout and r.stderr == ""
