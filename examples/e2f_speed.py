@@ -1,6 +1,6 @@
 """Renderer speed and size: parameters, FLOPs per frame and ms/frame at batch 1 and 8.
 
-    python examples/e2f_speed.py models/configs/e2f_paper.json --device cpu --batches 1 8
+    python examples/e2f_speed.py realtalk_cli/configs/e2f_paper.json --device cpu --batches 1 8
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ PAPER_COEFF_DIM = 80 + 64 + 6
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("config", help="a run config JSON from models/configs/")
+    ap.add_argument("config", help="a run config JSON from realtalk_cli/configs/")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--repeats", type=int, default=5)

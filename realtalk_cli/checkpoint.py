@@ -38,7 +38,7 @@ def load_checkpoint(directory: str | os.PathLike, required: tuple[str, ...] = ()
         raise RealtalkError("checkpoint directory not found", directory)
     if not cfg_path.is_file():
         raise RealtalkError(f"not a realtalk checkpoint (no {CONFIG_NAME})", directory)
-    config = read_json(cfg_path, CONFIG_NAME)
+    config = read_json(cfg_path, CONFIG_NAME, expect=dict)
     tensors = {}
     for f in sorted(directory.glob("*.safetensors")):
         try:
@@ -49,6 +49,38 @@ def load_checkpoint(directory: str | os.PathLike, required: tuple[str, ...] = ()
     if missing:
         raise RealtalkError(f"checkpoint lacks {', '.join(m + '.safetensors' for m in missing)}", directory)
     return config, tensors
+
+
+def config_field(config: dict, key: str, directory: str | os.PathLike, kind: type = dict):
+    """config[key] of a checkpoint: missing or of the wrong type is one line naming the file and field."""
+    value = config.get(key)
+    if not isinstance(value, kind):
+        problem = "missing" if value is None else f"a {type(value).__name__}, expected a {kind.__name__}"
+        raise RealtalkError(f"field {key!r} is {problem}", Path(directory) / CONFIG_NAME)
+    return value
+
+
+def build_from_config(factory, config: dict, key: str, directory: str | os.PathLike):
+    """factory(config[key]), e.g. a network built from its config section: unknown or badly typed
+    settings name the file and the field instead of surfacing as a TypeError."""
+    section = config_field(config, key, directory)
+    try:
+        return factory(section)
+    except (TypeError, ValueError) as e:
+        raise RealtalkError(f"field {key!r} does not fit this version of realtalk ({e})", Path(directory) / CONFIG_NAME) from None
+
+
+def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], directory: str | os.PathLike, name: str) -> None:
+    """model.load_state_dict(state); weights of another shape or architecture are one line naming the
+    file and the first mismatch (torch lists every one, often dozens of lines)."""
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        problems = [line.strip() for line in str(e).splitlines()[1:] if line.strip()]
+        first = problems[0] if problems else str(e)
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise RealtalkError(f"weights do not match the model's config: {first}{more}",
+                            Path(directory) / f"{name}.safetensors") from None
 
 
 def _json_default(o):

@@ -31,7 +31,7 @@ app = typer.Typer(
     name="realtalk",
     help=(
         "Visual dubbing: re-sync the lips, jaw and lower face of a talking-face video to new speech.\n\n"
-        "Typical use:  realtalk dub video.mp4 speech.wav -o out.mp4 --adapt"
+        "Typical use:  realtalk dub video.mp4 speech.wav -o out.mp4"
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -61,10 +61,10 @@ def _global(
     resolve_device(device)  # fail early on a bad --device, before any long work
 
 
-@app.command(epilog="Example:  realtalk preprocess clips/ -o data/ --workers 2")
+@app.command(epilog="Example:  realtalk preprocess clips/ --workers 2   (writes data/, where `realtalk train` looks)")
 def preprocess(
     inputs: list[Path] = typer.Argument(..., help="Video files or directories of videos."),
-    out: Path = typer.Option(..., "--out", "-o", help="Dataset directory to create or resume."),
+    out: Path = typer.Option(Path("data"), "--out", "-o", help="Dataset directory to create or resume."),
     workers: int = typer.Option(1, "--workers", "-j", help="Videos processed in parallel (processes)."),
     shard: Optional[str] = typer.Option(None, "--shard", help="i/n: process only share i of n (many machines); "
                                         "then run once without --shard to fit and write the manifest."),
@@ -80,7 +80,7 @@ def preprocess(
     bbox: Optional[str] = typer.Option(None, "--bbox", help="Speaker: the face in x0,y0,x1,y1 (source pixels)."),
     crop_size: int = typer.Option(256, "--crop-size", help="Side of the square face crops, pixels."),
     features: str = typer.Option("mel", "--features", help="Audio features: mel (built in) or hubert."),
-    hubert: Optional[str] = typer.Option(None, "--hubert", help="HuBERT model: local directory or hub id."),
+    hubert: Optional[str] = typer.Option(None, "--hubert", help="HuBERT model: a local directory (save_pretrained); nothing is downloaded."),
     hubert_layer: int = typer.Option(-1, "--hubert-layer", help="HuBERT hidden layer to use (-1: last)."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Try videos that failed before again."),
     rebuild_face_model: bool = typer.Option(False, "--rebuild-face-model", help="Learn the landmark model anew."),
@@ -100,16 +100,19 @@ def preprocess(
     pp.run(inputs, out, config, workers, pp.parse_shard(shard), retry_failed, resolve_device(OPTIONS.device))
 
 
-@app.command(epilog="Example:  realtalk train --stage a2e --data data/ --out models/run1/a2e   (then --stage e2f --out models/run1/e2f)")
+@app.command(epilog="Example:  realtalk train --stage a2e   (then --stage e2f; both read data/ and write models/run/, "
+                    "then: realtalk dub video.mp4 speech.wav -o out.mp4 --checkpoint models/run)")
 def train(
     stage: str = typer.Option(..., "--stage", help="a2e (audio-to-expression) or e2f (expression-to-face)."),
-    data: Path = typer.Option(..., "--data", help="Dataset directory written by `realtalk preprocess`."),
-    out: Path = typer.Option(..., "--out", "-o", help="Run directory: config, metrics, checkpoints/step_N."),
-    config: Optional[list[Path]] = typer.Option(None, "--config", help="JSON config overriding the paper defaults (see models/configs/); repeat to merge several in order."),
+    data: Path = typer.Option(Path("data"), "--data", help="Dataset directory written by `realtalk preprocess`."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory: config, metrics, checkpoints/step_N. Default: models/run/STAGE, "
+                                       "or a new models/runN/STAGE (N = 2, 3, ...) when that exists; never overwrites."),
+    config: Optional[list[Path]] = typer.Option(None, "--config", help="JSON config overriding the paper defaults: a file, or the name of a shipped one "
+                                                "(a2e_tiny, e2f_128, ... in realtalk_cli/configs/); repeat to merge several in order."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Total optimizer steps (a resumed run may extend it)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Batch size per process."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its newest checkpoint."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out (default: the newest models/run*/STAGE) from its newest checkpoint."),
     val_every: Optional[int] = typer.Option(None, "--val-every", help="Validate every N steps (0: only at the end)."),
     ckpt_every: Optional[int] = typer.Option(None, "--ckpt-every", help="Write a checkpoint every N steps (0: only at the end)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (weights, batches, dropout)."),
@@ -129,19 +132,20 @@ def train(
         typer.echo(f"checkpoint: {final}")
 
 
-@app.command(epilog="Examples:  realtalk dub video.mp4 speech.wav -o out.mp4 --adapt   (learns the person first)\n\n"
-                    "           realtalk dub video.mp4 speech.wav -o out.mp4 --checkpoint models/run1")
+@app.command(epilog="Examples:  realtalk dub video.mp4 speech.wav -o out.mp4   (no model yet: learns the person first, then caches it)\n\n"
+                    "           realtalk dub video.mp4 speech.wav -o out.mp4 --checkpoint models/run")
 def dub(
     video: Optional[Path] = typer.Argument(None, help="Source video of one person talking."),
     speech: Optional[Path] = typer.Argument(None, help="New speech: wav, mp3, m4a, flac, or any file with an audio track."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output video (.mp4): the dubbed video with the speech as its audio."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Model directory with a2e/ and e2f/ (from `realtalk train`)."),
-    adapt: bool = typer.Option(False, "--adapt", help="No model? Learn this person from the video itself (its own audio), cache it, then dub."),
-    adapt_minutes: Optional[float] = typer.Option(None, "--adapt-minutes", help="Training budget for --adapt (default: bank 3 min on CPU, 5 on a GPU; fia 15 on CPU, 30 on a GPU)."),
-    renderer: Optional[str] = typer.Option(None, "--renderer", help="'bank': the lower face from the person's own frames, warped and blended (sharp, teeth, no renderer training; the --adapt default). 'fia': the paper's neural renderer. Default: what the model directory was adapted with."),
+    adapt: Optional[bool] = typer.Option(None, "--adapt/--no-adapt", help="Learn this person from the video itself (its own audio), cache it, then dub: "
+                                         "the default without --checkpoint. --no-adapt: fail instead."),
+    adapt_minutes: Optional[float] = typer.Option(None, "--adapt-minutes", help="Training budget when adapting (default: bank 3 min on CPU, 5 on a GPU; fia 15 on CPU, 30 on a GPU)."),
+    renderer: Optional[str] = typer.Option(None, "--renderer", help="'bank': the lower face from the person's own frames, warped and blended (sharp, teeth, no renderer training; the default when adapting). 'fia': the paper's neural renderer. Default: what the model directory was adapted with."),
     drive: str = typer.Option("audio", "--drive", help="'audio': expressions from the speech (dubbing). 'tracked': the video's own tracked expressions, to judge the renderer alone (reconstruction)."),
-    init: Optional[Path] = typer.Option(None, "--init", help="With --adapt: start from this generic model directory instead of from scratch."),
-    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="With --adapt: where learned models are kept (default $REALTALK_CACHE or ~/.cache/realtalk)."),
+    init: Optional[Path] = typer.Option(None, "--init", help="When adapting: start from this generic model directory instead of from scratch."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="When adapting: where learned models are kept (default $REALTALK_CACHE or ~/.cache/realtalk)."),
     jobs: Optional[Path] = typer.Option(None, "--jobs", help="Batch mode: CSV (video,speech,output) or JSON list of jobs; models load once."),
     fps: str = typer.Option("25", "--fps", help="Output frame rate: a number, or 'source' to keep the video's rate."),
     extend: str = typer.Option("pingpong", "--extend", help="Speech longer than the video: continue it by 'pingpong' or 'loop'. Shorter speech trims."),
@@ -168,10 +172,13 @@ def dub(
         raise UsageError("dub needs VIDEO SPEECH -o OUT (or --jobs FILE)")
     else:
         todo = [(video, speech, out)]
-    if adapt == (checkpoint is not None):
-        raise UsageError("give --checkpoint MODEL_DIR, or --adapt to learn the person from the video itself")
+    if checkpoint is not None and adapt:
+        raise UsageError("give --checkpoint MODEL_DIR or --adapt, not both")
+    if checkpoint is None and adapt is False:
+        raise UsageError("--no-adapt: give --checkpoint MODEL_DIR (or drop --no-adapt to learn the person from the video itself)")
+    adapt = checkpoint is None
     if (init or adapt_minutes is not None or cache_dir) and not adapt:
-        raise UsageError("--init, --adapt-minutes and --cache-dir go with --adapt")
+        raise UsageError("--init, --adapt-minutes and --cache-dir go with adaptation, not with --checkpoint")
     box = None
     if bbox is not None:
         try:
@@ -237,8 +244,9 @@ def bench(
         raise UsageError("nothing to measure: bench currently measures speed only (--fps)")
     try:
         sizes = tuple(int(x) for x in batches.split(","))
-    except ValueError:
-        raise UsageError(f"--batches {batches!r}: expected comma-separated integers") from None
+        assert all(n >= 1 for n in sizes)
+    except (ValueError, AssertionError):
+        raise UsageError(f"--batches {batches!r}: expected comma-separated positive integers") from None
     kinds = tuple(k.strip() for k in backends.split(",")) if backends else None
     unknown = set(kinds or ()) - set(b.CUDA_BACKENDS)
     if unknown:
@@ -262,7 +270,7 @@ def bench(
     b.print_report(result, Console(width=None if sys.stdout.isatty() else 120))  # the result: stdout, even with --quiet
 
 
-@app.command(epilog="Example:  realtalk export --checkpoint models/run1   (writes models/run1/onnx/)")
+@app.command(epilog="Example:  realtalk export --checkpoint models/run   (writes models/run/onnx/)")
 def export(
     checkpoint: Path = typer.Option(..., "--checkpoint", help="Model directory with a2e/ and e2f/."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Directory for a2e.onnx and renderer.onnx (default: CHECKPOINT/onnx, where `dub --backend onnx` looks)."),
@@ -342,24 +350,45 @@ def _quiet_native_stderr() -> None:
 
 
 def main(argv: Optional[list[str]] = None) -> None:
+    try:  # typer >= 0.24 carries its own copy of click
+        from typer._click import exceptions as click
+    except ImportError:
+        from click import exceptions as click
+
+    from realtalk_cli.errors import Terminated, raise_on_sigterm
+
     args = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in args
     if not debug and argv is None:  # only as the process's entry point: in-process callers keep their stderr
         _quiet_native_stderr()
+        raise_on_sigterm()  # `kill` cleans up like Ctrl-C
     try:
-        # standalone mode: typer/click print usage errors themselves and exit 2
-        app(args=args, prog_name="realtalk", standalone_mode=True)
-    except KeyboardInterrupt:
-        err_console.print("[red]interrupted[/red]")
-        sys.exit(130)
+        # not standalone: usage errors come back here, to be printed like every other error
+        code = app(args=args, prog_name="realtalk", standalone_mode=False)
+    except click.NoArgsIsHelpError:
+        sys.exit(2)  # the help is already printed
+    except click.UsageError as e:  # missing option, bad value, unknown command or option
+        hint = f" (see '{e.ctx.command_path} --help')" if e.ctx is not None else ""
+        _print_error(" ".join(e.format_message().split()).rstrip(".") + hint)
+        sys.exit(2)
+    except KeyboardInterrupt:  # one typer did not catch (it converts those inside a command)
+        code = 130
     except RealtalkError as e:
         if debug or OPTIONS.debug:
             err_console.print_exception()
-        err_console.print(f"[red]error:[/red] {e}", markup=True, highlight=False, soft_wrap=True)
+        _print_error(str(e))
         sys.exit(e.exit_code)
     except Exception as e:  # a bug, not bad input: still one line unless --debug
         if debug or OPTIONS.debug:
             raise
-        err_console.print(f"[red]error:[/red] {type(e).__name__}: {e} (rerun with --debug for the traceback)",
-                      markup=True, highlight=False, soft_wrap=True)
+        _print_error(f"{type(e).__name__}: {e} (rerun with --debug for the traceback)")
         sys.exit(1)
+    if code == 130:  # typer turns Ctrl-C (and our SIGTERM) into exit code 130
+        terminated = Terminated.received
+        err_console.print(f"[red]{'terminated' if terminated else 'interrupted'}[/red]")
+        sys.exit(143 if terminated else 130)
+    sys.exit(code if isinstance(code, int) else 0)  # as click's standalone mode: always exits
+
+
+def _print_error(message: str) -> None:
+    err_console.print(f"[red]error:[/red] {message}", markup=True, highlight=False, soft_wrap=True)

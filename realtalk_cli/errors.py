@@ -27,3 +27,28 @@ class NotImplementedYet(RealtalkError):
 
     def __init__(self, what: str):
         super().__init__(f"{what} is not implemented yet in this version of realtalk")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised as a KeyboardInterrupt so every Ctrl-C cleanup (temp files, a last training
+    checkpoint) runs for it too."""
+
+    received = False  # typer reports any interrupt as exit code 130; this tells the two apart
+
+
+def raise_on_sigterm() -> None:
+    """Turn SIGTERM into Terminated in this process; child processes that inherit the handler
+    terminate as usual (their parent does the cleanup)."""
+    import signal
+
+    owner = os.getpid()
+
+    def handler(signum, frame):
+        if os.getpid() != owner:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        Terminated.received = True
+        raise Terminated()
+
+    signal.signal(signal.SIGTERM, handler)

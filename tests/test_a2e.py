@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from realtalk_cli.checkpoint import load_checkpoint
+from realtalk_cli.configs import config_path
 from realtalk_cli.cli import main
 from realtalk_cli.data.dataset import write_clip, write_manifest
 from realtalk_cli.face.model import GROUP_NAMES, FaceModel
@@ -17,7 +18,7 @@ from realtalk_cli.nets.a2e import A2EConfig, A2ETransformer
 from realtalk_cli.pipelines.a2e_infer import blend_windows, load_a2e, predict_expressions, window_starts
 from realtalk_cli.train.run import train
 
-TINY = json.loads((Path(__file__).resolve().parents[1] / "models" / "configs" / "a2e_tiny.json").read_text())
+TINY = json.loads(config_path("a2e_tiny").read_text())
 N_EXP, N_ID, AUDIO_DIM, V = 4, 3, 6, 12
 
 

@@ -1,35 +1,38 @@
-"""`dub --adapt`: learn the person from the video itself with a tiny budget, cache, reuse."""
+"""`dub` without a model adapts: learn the person from the video itself with a tiny budget, cache, reuse."""
 
 import json
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
+import torch
 
 from mediagen import make_face_video
 from realtalk_cli.media import probe
-from realtalk_cli.pipelines.adapt import content_key
-
-CONFIGS = Path(__file__).resolve().parents[1] / "models" / "configs"
+from realtalk_cli.pipelines.adapt import AdaptOptions, cache_key
 
 
 @pytest.mark.parametrize("renderer", ["bank", "fia"])
-def test_adapt_end_to_end_and_cache_reuse(tmp_path, renderer):
+def test_dub_without_checkpoint_adapts_then_reuses_cache(tmp_path, renderer):
     video = make_face_video(tmp_path / "me.mp4", seconds=2.0)
     speech = make_face_video(tmp_path / "other.mp4", seconds=1.2)  # any file with an audio track
     cache = tmp_path / "cache"
-    cmd = [sys.executable, "-m", "realtalk_cli", "--quiet", "dub", video, speech, "--adapt", "--adapt-minutes", "0.1",
-           "--cache-dir", cache, "--renderer", renderer]
+    args = ["dub", video, speech, "--adapt-minutes", "0.1", "--cache-dir", cache, "--renderer", renderer]  # no --checkpoint
     t0 = time.perf_counter()
-    r = subprocess.run([*map(str, cmd), "-o", str(tmp_path / "a.mp4")], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "realtalk_cli", *map(str, args), "-o", str(tmp_path / "a.mp4")],
+                       capture_output=True, text=True)
     first = time.perf_counter() - t0
     assert r.returncode == 0, r.stderr
+    options = AdaptOptions(minutes=0.1, cache=cache, renderer=renderer)
+    model = cache / "adapt" / cache_key(video, options, torch.device("cpu")) / "model"
+    # first, one line: what it does, how long, where it caches, how to skip it next time
+    line = r.stderr.splitlines()[0]
+    assert line.startswith("adapt: learning this person") and "0.1 min" in line and "cpu" in line, r.stderr
+    assert str(model.parent) in line and f"--checkpoint {model}" in line
     info = probe(tmp_path / "a.mp4")
     assert (info.width, info.height) == (192, 160) and abs(info.duration - 1.2) <= 0.04 + 1e-3
 
-    model = cache / "adapt" / content_key(video) / "model"
     trained = ("a2e",) if renderer == "bank" else ("a2e", "e2f")  # the bank renderer trains no network
     ckpts = {stage: sorted(p.name for p in (model / stage / "checkpoints").iterdir()) for stage in trained}
     assert all(ckpts.values())
@@ -37,9 +40,47 @@ def test_adapt_end_to_end_and_cache_reuse(tmp_path, renderer):
     assert (model / "e2f").is_dir() == (renderer == "fia")
     assert json.loads((model / "renderer.json").read_text()) == {"renderer": renderer}
     t0 = time.perf_counter()
-    r = subprocess.run([*map(str, cmd), "-o", str(tmp_path / "b.mp4")], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "realtalk_cli", "--quiet", *map(str, args), "--adapt", "-o", str(tmp_path / "b.mp4")],
+                       capture_output=True, text=True)
     second = time.perf_counter() - t0
     assert r.returncode == 0, r.stderr
     # the second dub reuses the cache: no new checkpoints, and no training time
     assert {stage: sorted(p.name for p in (model / stage / "checkpoints").iterdir()) for stage in ckpts} == ckpts
     assert second < first - 5, (first, second)
+
+
+def test_cache_key_covers_what_shapes_the_model(tmp_path):
+    video = make_face_video(tmp_path / "me.mp4", seconds=0.4)
+    other = make_face_video(tmp_path / "other.mp4", seconds=0.5)
+    cpu = torch.device("cpu")
+    base = cache_key(video, AdaptOptions(), cpu)
+    assert cache_key(video, AdaptOptions(minutes=1.0, cache=tmp_path), cpu) == base  # budget and place: same model
+    assert cache_key(other, AdaptOptions(), cpu) != base
+    assert cache_key(video, AdaptOptions(renderer="fia"), cpu) != base
+    assert cache_key(video, AdaptOptions(a2e_config="a2e_tiny"), cpu) != base
+    assert cache_key(video, AdaptOptions(), torch.device("cuda")) != base  # the paper configs on a GPU
+    assert cache_key(video, AdaptOptions(e2f_config="e2f_tiny"), cpu) == base  # the bank trains no e2f
+    init = tmp_path / "generic"
+    for stage in ("a2e", "e2f"):
+        (init / stage).mkdir(parents=True)
+        (init / stage / "config.json").write_text("{}")
+    with_init = cache_key(video, AdaptOptions(init=init), cpu)
+    assert with_init != base
+    (init / "e2f" / "config.json").write_text('{"retrained": true}')  # another model at the same path
+    assert cache_key(video, AdaptOptions(init=init), cpu) != with_init
+
+
+def test_failed_preprocessing_is_retried_not_reused(tmp_path):
+    from mediagen import make_video
+    from realtalk_cli.errors import RealtalkError
+    from realtalk_cli.pipelines.adapt import adapt
+
+    video = make_video(tmp_path / "noface.mp4", seconds=0.6)  # a test pattern: no face to learn
+    options = AdaptOptions(minutes=0.01, cache=tmp_path / "cache")
+    stamps = []
+    for _ in range(2):
+        with pytest.raises(RealtalkError, match="cannot learn this person"):
+            adapt(video, options)
+        (record,) = (tmp_path / "cache" / "adapt").glob("*/data/sources/*.json")
+        stamps.append((record.stat().st_mtime_ns, json.loads(record.read_text())["status"]))
+    assert stamps[0][1] != "ok" and stamps[1][0] > stamps[0][0]  # the second run tried again

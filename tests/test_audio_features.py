@@ -47,6 +47,12 @@ def test_unknown_kind_and_settings_are_errors():
         AudioFrontEnd({"kind": "mel", "bogus": 1})
 
 
+def test_hubert_hub_id_is_a_clear_error_not_a_download(tmp_path):
+    with pytest.raises(RealtalkError, match="local copy.*save_pretrained.*--hubert") as e:
+        AudioFrontEnd({"kind": "hubert", "hubert": "facebook/hubert-large-ls960-ft"})
+    assert "facebook/hubert-large-ls960-ft" in str(e.value) and "\n" not in str(e.value)
+
+
 def test_hubert_tiny_model(tiny_hubert):
     fe = AudioFrontEnd({"kind": "hubert", "hubert": str(tiny_hubert), "layer": 1})
     assert fe.dim == 32 and fe.to_dict()["kind"] == "hubert"

@@ -4,7 +4,6 @@ import json
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -14,7 +13,6 @@ from mediagen import make_face_video
 from realtalk_cli.bank.retrieve import RetrievalConfig, best_path, sources_per_frame
 from realtalk_cli.bank.warp import anchors, fill_smooth, triangulate, warp
 
-CONFIGS = Path(__file__).resolve().parents[1] / "models" / "configs"
 
 
 def textured(size=160):
@@ -100,7 +98,7 @@ def bank_model(tmp_path_factory):
                                     check=True, capture_output=True)
     run("preprocess", clip, "-o", root / "data", "--crop-size", 64, "--val-fraction", 0)
     run("train", "--stage", "a2e", "--data", root / "data", "--out", root / "model" / "a2e",
-        "--config", CONFIGS / "a2e_tiny.json", "--steps", 2, "--val-every", 0, "--ckpt-every", 0)
+        "--config", "a2e_tiny", "--steps", 2, "--val-every", 0, "--ckpt-every", 0)
     from realtalk_cli.bank.store import build_bank
 
     build_bank(root / "data", root / "model" / "bank")

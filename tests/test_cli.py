@@ -41,3 +41,44 @@ def test_bad_device_is_usage_error(device):
     assert r.returncode == 2
     assert "--device" in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("args, names", [
+    (["train"], "--stage"),                                   # missing option
+    (["eval"], "video"),                                      # missing argument
+    (["dub", "v.mp4", "s.wav", "-o", "o.mp4", "--crf", "99"], "--crf"),  # bad value
+    (["bench", "--repeats", "x"], "--repeats"),                # bad value (not a number)
+    (["dubb"], "dubb"),                                       # unknown command
+    (["dub", "--bogus"], "--bogus"),                          # unknown option
+])
+def test_usage_errors_are_one_line(args, names):
+    r = run(*args)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and names in lines[0], r.stderr
+    assert "--help" in lines[0] and r.stdout == ""
+
+
+def test_bad_bench_batches_is_usage_error():
+    r = run("bench", "--batches", "0,-1")
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == ["error: --batches '0,-1': expected comma-separated positive integers"]
+
+
+def test_help_stays_rich():
+    r = run("train", "--help")
+    assert r.returncode == 0 and "Usage: realtalk train" in r.stdout and "╭" in r.stdout and r.stderr == ""
+
+
+def test_dub_no_adapt_refuses_without_checkpoint(tmp_path):
+    r = run("dub", tmp_path / "v.mp4", tmp_path / "s.wav", "-o", tmp_path / "o.mp4", "--no-adapt")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "--checkpoint" in r.stderr
+
+
+def test_preprocess_writes_where_train_reads():
+    import typer.main
+
+    from realtalk_cli.cli import app
+
+    commands = typer.main.get_command(app).commands
+    default = {c: next(p.default for p in commands[c].params if p.name == n) for c, n in (("preprocess", "out"), ("train", "data"))}
+    assert default["preprocess"] == default["train"] and str(default["train"]) == "data"

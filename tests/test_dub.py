@@ -14,7 +14,6 @@ from realtalk_cli.face import align
 from realtalk_cli.media import VideoReader, load_audio, probe
 from realtalk_cli.pipelines.dub import DubOptions, Dubber
 
-CONFIGS = Path(__file__).resolve().parents[1] / "models" / "configs"
 
 
 def cli(*args, check=True):
@@ -32,7 +31,7 @@ def model_dir(tmp_path_factory):
     cli("preprocess", clip, "-o", root / "data", "--crop-size", 64, "--val-fraction", 0)
     for stage in ("a2e", "e2f"):
         cli("train", "--stage", stage, "--data", root / "data", "--out", root / "model" / stage,
-            "--config", CONFIGS / f"{stage}_tiny.json", "--steps", 2, "--val-every", 0, "--ckpt-every", 0)
+            "--config", f"{stage}_tiny", "--steps", 2, "--val-every", 0, "--ckpt-every", 0)
     return root / "model"
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -35,7 +36,7 @@ class AudioFeatureConfig:
     win: int = 640  # mel analysis window, samples (40 ms)
     fmin: float = 0.0
     fmax: float = 8000.0
-    hubert: str = ""  # hub id or local directory of a transformers HubertModel
+    hubert: str = ""  # local directory of a transformers HubertModel (never downloaded)
     layer: int = -1  # hidden state to use (0 = CNN features after projection, -1 = last layer)
     normalize: bool | None = None  # zero-mean/unit-var input; None: as the model's preprocessor_config says
     chunk_seconds: float = 30.0
@@ -93,9 +94,15 @@ class AudioFrontEnd:
 
         c = self.config
         if not c.hubert:
-            raise RealtalkError("hubert features need a model: a hub id or a local directory (--hubert)")
+            raise RealtalkError("hubert features need a model: a local directory (--hubert DIR)")
+        if not Path(c.hubert).is_dir():  # a hub id would mean a download: realtalk never fetches weights
+            raise RealtalkError(
+                "no such HuBERT model directory; realtalk reads HuBERT only from a local copy: on a machine with network "
+                "run `python -c \"from transformers import HubertModel as M, AutoFeatureExtractor as F; "
+                "n = 'facebook/hubert-large-ls960-ft'; [c.from_pretrained(n).save_pretrained('hubert') for c in (M, F)]\"` "
+                "and pass --hubert hubert/", c.hubert)
         try:
-            self._model = HubertModel.from_pretrained(c.hubert).to(self.device).eval()
+            self._model = HubertModel.from_pretrained(c.hubert, local_files_only=True).to(self.device).eval()
         except (OSError, ValueError) as e:
             raise RealtalkError(f"cannot load HuBERT model ({str(e).splitlines()[0]})", c.hubert) from None
         n_layers = self._model.config.num_hidden_layers
@@ -105,7 +112,7 @@ class AudioFrontEnd:
             try:
                 from transformers import AutoFeatureExtractor
 
-                c.normalize = bool(getattr(AutoFeatureExtractor.from_pretrained(c.hubert), "do_normalize", False))
+                c.normalize = bool(getattr(AutoFeatureExtractor.from_pretrained(c.hubert, local_files_only=True), "do_normalize", False))
             except (OSError, ValueError):  # no preprocessor_config.json saved with the model
                 c.normalize = False
         # receptive field 400 samples at stride 320: pad 40 in front to centre it on each hop interval

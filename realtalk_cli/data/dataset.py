@@ -146,11 +146,16 @@ class Dataset:
         directory = Path(directory)
         if not (directory / MANIFEST).is_file():
             raise RealtalkError("not a realtalk dataset (no manifest.json; run `realtalk preprocess` first)", directory)
-        manifest = read_json(directory / MANIFEST)
+        manifest = read_json(directory / MANIFEST, MANIFEST, expect=dict)
         if manifest.get("format") != FORMAT:
-            raise RealtalkError("manifest.json is not a realtalk dataset manifest", directory)
-        if manifest.get("version", 0) > VERSION:
-            raise RealtalkError(f"dataset format version {manifest['version']} is newer than this realtalk", directory)
+            raise RealtalkError("not a realtalk dataset manifest (field 'format')", directory / MANIFEST)
+        if not isinstance(manifest.get("version", 0), int) or manifest.get("version", 0) > VERSION:
+            raise RealtalkError(f"field 'version': {manifest.get('version')!r} is not a dataset format this realtalk reads "
+                                f"(up to {VERSION})", directory / MANIFEST)
+        clips = manifest.get("clips")
+        if not isinstance(clips, list) or not all(isinstance(c, dict) and isinstance(c.get("name"), str)
+                                                  and c.get("split") in ("train", "val") for c in clips):
+            raise RealtalkError("field 'clips' must list {\"name\": ..., \"split\": \"train\"|\"val\"} entries", directory / MANIFEST)
         config = read_json(directory / CONFIG) if (directory / CONFIG).is_file() else {}
         return cls(directory, manifest, config)
 

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from realtalk_cli.checkpoint import load_checkpoint
+from realtalk_cli.checkpoint import build_from_config, config_field, load_checkpoint, load_weights
 from realtalk_cli.errors import RealtalkError
 from realtalk_cli.nets.a2e import A2EConfig, A2ETransformer
 
@@ -129,6 +129,8 @@ def load_a2e(path: str | os.PathLike, device: torch.device | str = "cpu") -> tup
     config, tensors = load_checkpoint(path, required=("a2e",))
     if config.get("stage") != "a2e":
         raise RealtalkError(f"not an a2e checkpoint (stage {config.get('stage')!r})", path)
-    model = A2ETransformer(A2EConfig.from_dict(config["model"]))
-    model.load_state_dict(tensors["a2e"])
+    model = build_from_config(lambda d: A2ETransformer(A2EConfig.from_dict(d)), config, "model", path)
+    load_weights(model, tensors["a2e"], path, "a2e")
+    for key in ("audio", "face_model"):  # what dubbing reads from this config next
+        config_field(config, key, path)
     return model.to(device).eval(), config

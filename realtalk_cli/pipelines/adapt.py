@@ -1,4 +1,5 @@
-"""`realtalk dub --adapt`: learn the person from the input video itself, then dub it.
+"""`realtalk dub` without --checkpoint (or with --adapt): learn the person from the input video itself,
+then dub it.
 
 No public RealTalk weights exist and nothing can be downloaded, so a fresh machine must still be
 able to dub: the video's own frames and its own audio track are the training data. The steps:
@@ -13,8 +14,10 @@ The frame bank needs no training: it re-uses the person's sharp mouths (realtalk
 whole budget goes to the a2e and a first dub comes in minutes. The FIA renderer must learn to paint
 a face and takes most of a larger budget.
 
-Everything lives in a cache directory keyed by a hash of the video's bytes, so dubbing the same video
-again (with other speech) starts at once. Each step resumes: preprocessing skips finished clips,
+Everything lives in a cache directory keyed by the video's bytes and everything else that shapes the
+model (the renderer, the --init model, the stage configs, the dataset format), so dubbing the same video
+again (with other speech) starts at once, and changing any of those learns anew instead of reusing a
+stale model. Each step resumes: preprocessing skips finished clips,
 training continues from its last checkpoint (Ctrl-C saves one), and the time budget counts the time
 already spent, so an interrupted adaptation resumes where it stopped instead of starting over.
 
@@ -36,11 +39,10 @@ from realtalk_cli.errors import RealtalkError, UsageError
 from realtalk_cli.fsutil import atomic_file, require_file
 from realtalk_cli.progress import console
 
-CONFIGS = Path(__file__).resolve().parents[2] / "models" / "configs"
-# defaults sized for the device: a small 128x128 configuration on CPU, the paper's on a GPU; the
-# training budget (minutes) depends on the renderer: the frame bank trains only the a2e
+# defaults sized for the device: a small 128x128 configuration on CPU (shipped configs), the paper's on
+# a GPU; the training budget (minutes) depends on the renderer: the frame bank trains only the a2e
 DEFAULTS = {
-    "cpu": {"minutes": {"bank": 3.0, "fia": 15.0}, "a2e": "adapt_cpu_a2e.json", "e2f": "adapt_cpu_e2f.json"},
+    "cpu": {"minutes": {"bank": 3.0, "fia": 15.0}, "a2e": "adapt_cpu_a2e", "e2f": "adapt_cpu_e2f"},
     "cuda": {"minutes": {"bank": 5.0, "fia": 30.0}, "a2e": None, "e2f": None},
 }
 SHARE = {"bank": {"a2e": 1.0}, "fia": {"a2e": 0.25, "e2f": 0.75}}  # of the budget, per stage trained
@@ -69,6 +71,51 @@ def content_key(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()[:20]
 
 
+def stage_configs(options: AdaptOptions, device: torch.device) -> dict[str, Path | None]:
+    """The config file each stage this renderer needs trains with (None: the paper defaults)."""
+    from realtalk_cli.configs import config_path
+
+    defaults = DEFAULTS["cuda" if device.type == "cuda" else "cpu"]
+    given = {"a2e": options.a2e_config, "e2f": options.e2f_config}
+    return {stage: config_path(given[stage] or defaults[stage]) if given[stage] or defaults[stage] else None
+            for stage in SHARE[options.renderer]}
+
+
+def cache_key(video: Path, options: AdaptOptions, device: torch.device) -> str:
+    """The cache entry: the video's bytes plus everything else that shapes what is learned from it."""
+    from realtalk_cli.data.dataset import VERSION
+
+    parts = {
+        "video": content_key(video),
+        "renderer": options.renderer,
+        "configs": {stage: f and f.read_text() for stage, f in stage_configs(options, device).items()},
+        "init": _init_fingerprint(Path(options.init)) if options.init is not None else None,
+        "dataset_version": VERSION,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def _init_fingerprint(init: Path) -> list:
+    """Name, size and modification time of every file of --init's checkpoints (cheap: no hashing
+    of weights); a retrained or replaced model gets a new cache entry."""
+    from realtalk_cli.pipelines.dub import resolve_run
+
+    files = sorted(f for stage in ("a2e", "e2f") for f in resolve_run(init / stage).glob("*") if f.is_file())
+    return [(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+
+
+def _trained(run: Path, minutes: float) -> bool:
+    """Trained before with at least this budget."""
+    done = run / "adapt_done.json"
+    return done.is_file() and json.loads(done.read_text()).get("minutes", 0) >= minutes
+
+
+def _complete(model: Path, minutes: float, renderer: str) -> bool:
+    """Every step of an earlier adaptation with at least this budget is there."""
+    return ((model / "renderer.json").is_file() and (renderer != "bank" or (model / "bank" / "config.json").is_file())
+            and all(_trained(model / stage, minutes * share) for stage, share in SHARE[renderer].items()))
+
+
 def adapt(video: str | os.PathLike, options: AdaptOptions | None = None, device: torch.device | str = "cpu") -> Path:
     """Make (or reuse) a person-specific model directory for `video`; returns its path."""
     from realtalk_cli.pipelines.preprocess import PreprocessConfig, preprocess_dataset
@@ -78,38 +125,42 @@ def adapt(video: str | os.PathLike, options: AdaptOptions | None = None, device:
     options = options or AdaptOptions()
     video = require_file(video, "video")
     device = torch.device(device)
+    if options.renderer not in SHARE:
+        raise UsageError(f"--renderer {options.renderer!r}: expected {' or '.join(SHARE)}")
     defaults = DEFAULTS["cuda" if device.type == "cuda" else "cpu"]
-    root = (options.cache or cache_root()) / "adapt" / content_key(video)
-    data, model = root / "data", root / "model"
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "source.json").write_text(json.dumps({"video": str(video.resolve()), "bytes": video.stat().st_size}))
-
+    minutes = options.minutes if options.minutes is not None else defaults["minutes"][options.renderer]
     config = PreprocessConfig(val_fraction=0.0)
     if options.init is not None:
         config.face_model = str(_face_model_source(Path(options.init)))
-    console.print(f"adapt: cache {root}")
-    with progress() as p:
-        result = preprocess_dataset([video.resolve()], data, config, progress=p)
+    configs = stage_configs(options, device)
+    root = (options.cache or cache_root()) / "adapt" / cache_key(video, options, device)
+    data, model = root / "data", root / "model"
+    if _complete(model, minutes, options.renderer):
+        console.print(f"adapt: reusing the model learned from this video before ({model}); "
+                      f"pass --checkpoint {model} to skip adaptation", soft_wrap=True, highlight=False)
+        return model
+    console.print(f"adapt: learning this person from {video.name} first: about {minutes:g} min of training on "
+                  f"{device.type} plus preprocessing, cached in {root}; next time pass --checkpoint {model} to skip it",
+                  soft_wrap=True, highlight=False)  # one line, however long
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "source.json").write_text(json.dumps({"video": str(video.resolve()), "bytes": video.stat().st_size}))
+    with progress() as p:  # retry_failed: a failure may have been an interruption or a since-fixed bug
+        result = preprocess_dataset([video.resolve()], data, config, retry_failed=True, progress=p)
     if not result.clips:
         reason = next((s.get("reason") for s in result.sources if s.get("status") != "ok"), "no usable clip")
         raise RealtalkError(f"cannot learn this person: {reason}", video)
 
-    if options.renderer not in SHARE:
-        raise UsageError(f"--renderer {options.renderer!r}: expected {' or '.join(SHARE)}")
-    minutes = options.minutes if options.minutes is not None else defaults["minutes"][options.renderer]
     for stage, share in SHARE[options.renderer].items():
         run = model / stage
-        done = run / "adapt_done.json"
-        if done.is_file() and json.loads(done.read_text()).get("minutes", 0) >= minutes * share:
-            continue  # trained with at least this budget before
-        cfg = getattr(options, f"{stage}_config") or (CONFIGS / defaults[stage] if defaults[stage] else None)
+        if _trained(run, minutes * share):
+            continue
         overrides = {"trainer": {"steps": 10**9, "max_minutes": minutes * share, "val_every": 0},
                      "task": {"split_frames": 0.0}}
         console.print(f"adapt: training {stage} for up to {minutes * share:.1f} min")
         init = Path(options.init) / stage if options.init is not None else None
-        train(stage, data, run, config=cfg, overrides=overrides, resume=(run / "config.json").is_file(),
+        train(stage, data, run, config=configs[stage], overrides=overrides, resume=(run / "config.json").is_file(),
               device=str(device), init=init)
-        done.write_text(json.dumps({"minutes": minutes * share}))
+        (run / "adapt_done.json").write_text(json.dumps({"minutes": minutes * share}))
     if options.renderer == "bank" and not (model / "bank" / "config.json").is_file():
         from realtalk_cli.bank.store import build_bank
 

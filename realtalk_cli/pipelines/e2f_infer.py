@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from realtalk_cli.checkpoint import load_checkpoint
+from realtalk_cli.checkpoint import build_from_config, config_field, load_checkpoint, load_weights
 from realtalk_cli.errors import RealtalkError
 from realtalk_cli.face.model import FaceModel
 from realtalk_cli.nets.mask import MaskConfig, keep_mask, teeth_mask
@@ -82,10 +82,8 @@ def load_renderer(path: str | os.PathLike, device: torch.device | str = "cpu") -
     config, tensors = load_checkpoint(path, required=("renderer", "face_model"))
     if config.get("stage") != "e2f":
         raise RealtalkError(f"not an e2f checkpoint (stage {config.get('stage')!r})", path)
-    face = FaceModel.from_checkpoint(config["face_model"], tensors["face_model"])
-    net = Renderer(RendererConfig.from_dict(config["model"]))
-    try:
-        net.load_state_dict(tensors["renderer"])
-    except RuntimeError as e:
-        raise RealtalkError(f"renderer weights do not match its config ({str(e).splitlines()[0]})", path) from None
-    return E2FModel(net.to(device).eval(), face.to(device), MaskConfig(**config["mask"]))
+    face = FaceModel.from_checkpoint(config_field(config, "face_model", path), tensors["face_model"])
+    net = build_from_config(lambda d: Renderer(RendererConfig.from_dict(d)), config, "model", path)
+    load_weights(net, tensors["renderer"], path, "renderer")
+    mask = build_from_config(lambda d: MaskConfig(**d), config, "mask", path)
+    return E2FModel(net.to(device).eval(), face.to(device), mask)

@@ -67,7 +67,7 @@ class E2FTaskConfig:
 
 
 def default_config() -> dict:
-    """The paper's configuration; JSON config files (models/configs/e2f_*.json) override parts of it."""
+    """The paper's configuration; JSON config files (realtalk_cli/configs/e2f_*.json) override parts of it."""
     return {
         "stage": "e2f",
         "model": RendererConfig().to_dict(),

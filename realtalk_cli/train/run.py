@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -18,7 +19,7 @@ import torch
 from realtalk_cli.device import resolve_device
 from realtalk_cli.errors import NotImplementedYet, UsageError
 from realtalk_cli.fsutil import read_json
-from realtalk_cli.progress import set_quiet
+from realtalk_cli.progress import console, set_quiet
 from realtalk_cli.train.trainer import Trainer, TrainerConfig, init_distributed, latest_checkpoint
 
 STAGES = {"a2e": "realtalk_cli.train.a2e_task", "e2f": "realtalk_cli.train.e2f_task"}
@@ -33,23 +34,53 @@ def merge(base: dict, override: dict) -> dict:
 
 
 def read_config(path: str | os.PathLike) -> dict:
-    return read_json(path, "config file", UsageError)
+    """A config file: a path, or the name of a shipped config (realtalk_cli/configs/)."""
+    from realtalk_cli.configs import config_path
+
+    return read_json(config_path(path), "config file", UsageError)
 
 
-def load_weights(task, path: str | os.PathLike) -> None:
+RUNS = Path("models")  # default home of training runs: models/run/<stage>, models/run2/<stage>, ...
+
+
+def _run_number(path: Path) -> int | None:
+    """models/run -> 1, models/run2 -> 2, ...; None for anything else."""
+    m = re.fullmatch(r"run([2-9]|[1-9]\d+)?", path.name)
+    return int(m.group(1) or 1) if m and path.is_dir() else None
+
+
+def run_dirs(root: Path = RUNS) -> list[Path]:
+    """models/run, models/run2, models/run3, ... that exist, oldest first."""
+    return sorted((p for p in root.glob("run*") if _run_number(p)), key=_run_number)
+
+
+def default_run_dir(stage: str, resume: bool, root: Path = RUNS) -> Path:
+    """Where `train` writes without --out. A new run goes into the newest run directory if that has
+    no <stage> yet (so a2e then e2f pair up in one directory for `dub --checkpoint`), else into the
+    next number; nothing is ever overwritten. --resume continues the newest run of this stage."""
+    runs = run_dirs(root)
+    if resume:
+        have = [r for r in runs if (r / stage).is_dir()]
+        if have:
+            return have[-1] / stage
+    if runs and not (runs[-1] / stage).exists():
+        return runs[-1] / stage
+    n = _run_number(runs[-1]) + 1 if runs else 1
+    return root / ("run" if n == 1 else f"run{n}") / stage
+
+
+def init_weights(task, path: str | os.PathLike) -> None:
     """Start from another run's weights (fine-tuning a generic model); optimizer state starts fresh."""
-    from realtalk_cli.checkpoint import load_checkpoint
+    from realtalk_cli.checkpoint import load_checkpoint, load_weights
     from realtalk_cli.errors import RealtalkError
 
     path = Path(path)
-    _, tensors = load_checkpoint(latest_checkpoint(path) or path if (path / "checkpoints").is_dir() else path)
+    ckpt = latest_checkpoint(path) or path if (path / "checkpoints").is_dir() else path
+    _, tensors = load_checkpoint(ckpt)
     for name, model in task.models.items():
         if name not in tensors:
-            raise RealtalkError(f"init checkpoint has no {name} weights", path)
-        try:
-            model.load_state_dict(tensors[name])
-        except RuntimeError as e:
-            raise RealtalkError(f"init checkpoint's {name} does not match this config ({str(e).splitlines()[0]})", path) from None
+            raise RealtalkError(f"init checkpoint has no {name} weights", ckpt)
+        load_weights(model, tensors[name], ckpt, name)
 
 
 def stage_module(stage: str):
@@ -65,8 +96,8 @@ def stage_module(stage: str):
 
 def train(
     stage: str,
-    data: str | os.PathLike,
-    out: str | os.PathLike,
+    data: str | os.PathLike = "data",
+    out: str | os.PathLike | None = None,  # default: default_run_dir(stage, resume)
     config: str | os.PathLike | list | None = None,  # one JSON file or several, merged in order
     overrides: dict | None = None,  # {"trainer": {...}, "task": {...}, "model": {...}} from the command line
     resume: bool = False,
@@ -75,10 +106,15 @@ def train(
 ) -> Path:
     """Train one stage into run directory `out`; returns the final checkpoint directory."""
     module = stage_module(stage)
-    out = Path(out)
     data = Path(data)
     if not data.is_dir():
-        raise UsageError("dataset directory not found", data)
+        raise UsageError("dataset directory not found (make one with `realtalk preprocess VIDEOS -o DIR`)", data)
+    if out is None:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # every rank would pick its own number
+            raise UsageError("under torchrun give --out: all processes must write one run directory")
+        out = default_run_dir(stage, resume)
+        console.print(f"train: run directory {out}{' (resumed)' if resume and out.is_dir() else ''}")
+    out = Path(out)
     files = [] if config is None else [config] if isinstance(config, (str, os.PathLike)) else list(config)
     if resume and (out / "config.json").is_file():
         cfg = read_config(out / "config.json")  # the run's own config; --config may only retune training
@@ -106,7 +142,7 @@ def train(
     try:
         task = module.build_task(data, cfg, dev)
         if init is not None and not (resume and latest_checkpoint(out)):
-            load_weights(task, init)
+            init_weights(task, init)
         final = Trainer(task, trainer_cfg, out, dist).fit(resume=resume)
         if dist.world > 1:
             torch.distributed.barrier()  # every rank finishes together (gloo aborts on a lone exit)

@@ -62,7 +62,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-from realtalk_cli.checkpoint import load_checkpoint, save_checkpoint
+from realtalk_cli.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from realtalk_cli.errors import RealtalkError, UsageError
 from realtalk_cli.fsutil import atomic_file
 from realtalk_cli.progress import console, progress
@@ -268,7 +268,8 @@ class Trainer:
     def load(self, ckpt: Path) -> None:
         config, tensors = load_checkpoint(ckpt)
         for name, m in self.task.models.items():
-            unwrap(m).load_state_dict(tensors.get(f"raw_{name}", tensors[name]))
+            group = f"raw_{name}" if f"raw_{name}" in tensors else name
+            load_weights(unwrap(m), tensors[group], ckpt, group)
             if name in self.ema:
                 self.ema[name] = {k: v.to(self.device) for k, v in tensors[name].items()}
         for name, opt in self.optimizers.items():
