@@ -181,3 +181,13 @@ def test_bench_cli_table_and_json(model_dir, tmp_path):
     assert result["dub"]["frames"] == 25 and set(result["dub"]["stages"]) >= {"decode", "track", "render", "encode"}
     assert result["environment"]["torch"] and result["paper_v100"]["e2f_ms"] == 30.8
     assert "V100" in r.stdout and "renderer" in r.stdout  # the table, with the paper's figures beside ours
+
+
+def test_cli_dub_face_selection_messages(model_dir, source, tmp_path):
+    speech = speech_file(tmp_path / "s.wav", 1.0)
+    dub = lambda *opts: cli("dub", source, speech, "-o", tmp_path / "out.mp4", "--checkpoint", model_dir, *opts, check=False)  # noqa: E731
+    r = dub("--face-index", 5)
+    assert r.returncode == 1 and "--face-index 5 requested but at most 1 face was found" in r.stderr, r.stderr
+    r = dub("--bbox", "500,10,600,90")
+    assert r.returncode == 2 and "video.mp4: --bbox 500,10,600,90 lies outside the 192x160 video frame" in r.stderr, r.stderr
+    assert not (tmp_path / "out.mp4").exists()
