@@ -44,8 +44,9 @@ class TrackerConfig:
     min_cutoff: float = 1.0  # Hz, cutoff at rest
     beta: float = 10.0  # cutoff increase per face-size per second of motion
     d_cutoff: float = 4.0  # Hz, for the speed estimate (1 Hz, the usual value, averages speech motion away)
-    # small faces, tracked in crops: crop side in face sizes, and the crop's side in pixels (on a
-    # 60 px face in a 720x1080 frame, 2-3 face sizes gave the same landmark jitter)
+    # small faces, tracked in crops: crop side in face sizes, and the crop's side in pixels. FaceMesh
+    # resamples its own face box to 192 px, so a larger crop adds nothing: on a real 720x1080 clip (face
+    # box ~90 px) 2-3 face sizes and 192-384 px gave the same landmark jitter
     crop_faces: float = 2.5
     crop_px: int = 256
     # smaller detections are ignored: too few pixels for lip landmarks, and upscaled they let FaceMesh
