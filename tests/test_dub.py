@@ -185,3 +185,14 @@ def test_bench_cli_table_and_json(model_dir, tmp_path):
     assert bad.returncode == 2 and "--e2e 'bank@tiny'" in bad.stderr
     assert result["environment"]["torch"] and result["paper_v100"]["e2f_ms"] == 30.8
     assert "V100" in r.stdout and "renderer" in r.stdout  # the table, with the paper's figures beside ours
+
+
+def test_cli_dub_face_selection_messages(model_dir, source, tmp_path):
+    speech = speech_file(tmp_path / "s.wav", 1.0)
+    out = tmp_path / "out.mp4"
+    r = cli("dub", source, speech, "-o", out, "--checkpoint", model_dir, "--face-index", 5, check=False)
+    assert r.returncode == 1 and "--face-index 5 requested but at most 1 face was found" in r.stderr, r.stderr
+    r = cli("dub", source, speech, "-o", out, "--checkpoint", model_dir, "--bbox", "500,10,600,90", check=False)
+    assert r.returncode == 2, r.stderr
+    assert "video.mp4: --bbox 500,10,600,90 lies outside the 192x160 video frame" in r.stderr, r.stderr
+    assert not out.exists()

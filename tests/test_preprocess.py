@@ -9,7 +9,9 @@ import pytest
 from mediagen import astronaut_frames, make_face_video
 from realtalk_cli.data.dataset import Dataset
 from realtalk_cli.errors import UsageError
+from realtalk_cli.media import VideoReader
 from realtalk_cli.face import align
+from realtalk_cli.face import mediapipe_mesh as mesh
 from realtalk_cli.face.tracker import FaceTracker, OneEuroFilter, TrackerConfig, smooth_landmarks, track_frames
 from realtalk_cli.pipelines import preprocess as pp
 
@@ -116,6 +118,33 @@ def test_speaker_choice_two_faces():
     assert centre_x(TrackerConfig(bbox=(0, 0, 170, 150))) < 150
 
 
+def test_small_face_in_a_large_frame(tmp_path):
+    """A face about 60 px high in a 720x1280 frame (FaceMesh's own detector misses it) is tracked in
+    every frame, with landmarks where the photo's landmarks land after the same scaling."""
+    import cv2
+    from skimage.data import astronaut
+
+    from realtalk_cli.media import VideoWriter
+
+    img = astronaut()
+    with FaceTracker() as tracker:
+        (truth,) = tracker.detect(img)  # her face is ~110 px high in the photo
+    path, moves, scale = tmp_path / "small.mp4", [], 0.55
+    with VideoWriter(path, 720, 1280, 25) as w:
+        for t in range(8):
+            m = np.float32([[scale, 0, 240 + 3 * t], [0, scale, 300 + 2 * t]])
+            w.write(cv2.warpAffine(img, m, (720, 1280), borderMode=cv2.BORDER_CONSTANT, borderValue=(200, 200, 200)))
+            moves.append(m)
+    with FaceTracker() as tracker:  # the precondition: FaceMesh on the whole frame finds nothing
+        assert tracker._landmarks(tracker._mesh, next(iter(VideoReader(path)))) == []
+    track = pp.track_video(path, TrackerConfig(smooth=False))
+    assert track.found.all() and track.width == 720 and track.height == 1280
+    expected = np.stack([truth[:, :2] @ m[:, :2].T + m[:, 2] for m in moves])
+    error = np.linalg.norm(track.landmarks[:, :, :2] - expected, axis=-1)
+    assert error.mean() < 2.0  # pixels, on a ~60 px face
+    assert np.linalg.norm(track.landmarks[:, mesh.LIPS_OUTER, :2] - expected[:, mesh.LIPS_OUTER], axis=-1).mean() < 2.0
+
+
 def test_shot_change_starts_a_new_clip():
     """The same face jumping across the frame (a cut) is followed at once and splits the clip there."""
     left = [np.pad(f, ((0, 0), (0, 160), (0, 0)), mode="edge") for f in astronaut_frames(20, (192, 160))]
@@ -137,6 +166,22 @@ def test_speaker_choice_options():
     for bad in ("4/4", "x", "1/"):
         with pytest.raises(UsageError):
             pp.parse_shard(bad)
+
+
+def test_face_selection_messages(videos, tmp_path):
+    """A --face-index beyond the faces seen, a --bbox away from the face or outside the frame: each
+    says so (naming the video), not just "no face found"."""
+    talk = videos / "talk.mp4"  # one face, 192x160
+
+    def reason(**tracker):
+        result = pp.preprocess_dataset([talk], tmp_path / str(len(list(tmp_path.iterdir()))),
+                                       _config(tracker=TrackerConfig(**tracker)))
+        return result.sources[0]["reason"]
+
+    assert reason(face_index=5).startswith("--face-index 5 requested but at most 1 face was found")
+    assert reason(bbox=(0, 0, 12, 12)).startswith("no face overlaps --bbox 0,0,12,12")
+    with pytest.raises(UsageError, match=r"talk.mp4: --bbox 500,10,600,90.5 lies outside the 192x160 video frame"):
+        pp.track_video(talk, TrackerConfig(bbox=(500, 10, 600, 90.5)))
 
 
 def test_segments_split_at_long_gaps():

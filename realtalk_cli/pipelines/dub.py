@@ -257,6 +257,7 @@ class Dubber:
         # raw landmarks here, smoothed zero-phase afterwards exactly as preprocessing does (an online
         # filter would delay the lips by about a frame relative to what the models were trained on)
         tracker_cfg = TrackerConfig(face_index=options.face_index, bbox=options.bbox)
+        tracker_cfg.check_frame(reader.width, reader.height, video)
         found, n_lm = [], 478
         with tempfile.TemporaryDirectory() as tmp:
             raw_path = Path(tmp) / "raw.f32"
@@ -280,7 +281,7 @@ class Dubber:
             if len(found) == 0:
                 raise RealtalkError("no frames could be decoded", video)
             if not found.any():
-                raise RealtalkError("no face found in any frame", video)
+                raise RealtalkError(tracker_cfg.no_face_problem(tracker.max_faces_seen), video)
             with clock("fit"):
                 raw, landmarks = _FrameFile(raw_path, n_lm), _FrameFile(Path(tmp) / "smooth.f32", n_lm)
                 params = self._smooth(raw, landmarks, found, tracker_cfg, reader.fps)

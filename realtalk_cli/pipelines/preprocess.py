@@ -112,7 +112,9 @@ def track_video(path: str | os.PathLike, tracker: TrackerConfig | None = None, a
     from realtalk_cli.media import VideoReader
 
     align_config = align_config or align.AlignConfig()
+    tracker = tracker or TrackerConfig()
     reader = VideoReader(path, fps=FPS)
+    tracker.check_frame(reader.width, reader.height, path)
     track = track_frames(reader, FPS, tracker, on_frame)
     landmarks = np.full_like(track.landmarks, np.nan)
     transforms = np.zeros((len(track), 2, 3), np.float32)
@@ -179,6 +181,8 @@ def preprocess_video(path: str | os.PathLike, out: str | os.PathLike, name: str,
     t2 = time.time()
     n = len(track.found)
     spans = segments(track.found, config.max_gap, config.min_frames, track.cuts)
+    if not track.found.any():
+        raise RealtalkError(config.tracker.no_face_problem(int(track.n_faces.max(initial=0))), path)
     if not spans:
         raise RealtalkError(f"no face tracked for {config.min_frames} frames in a row "
                             f"(found in {int(track.found.sum())} of {n} frames)", path)
