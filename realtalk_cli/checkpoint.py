@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -81,6 +82,20 @@ def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], directo
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise RealtalkError(f"weights do not match the model's config: {first}{more}",
                             Path(directory) / f"{name}.safetensors") from None
+
+
+def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
+    """The newest complete checkpoint of a run directory (names are zero-padded, so they sort by step)."""
+    ckpts = [c for c in sorted((Path(run_dir) / "checkpoints").glob("step_*")) if re.fullmatch(r"step_\d+", c.name)]
+    return ckpts[-1] if ckpts else None
+
+
+def resolve_run(path: str | os.PathLike) -> Path:
+    """A training run directory -> its newest checkpoint; a checkpoint directory stays as it is."""
+    path = Path(path)
+    if (path / "checkpoints").is_dir():
+        return latest_checkpoint(path) or path
+    return path
 
 
 def _json_default(o):

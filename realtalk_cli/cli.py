@@ -6,6 +6,8 @@ RealtalkError and print as one line; a traceback is shown only with --debug.
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,7 +169,7 @@ def dub(
     if jobs is not None:
         if video or speech or out:
             raise UsageError("give either VIDEO SPEECH -o OUT or --jobs FILE, not both")
-        todo = d.read_jobs(jobs)
+        todo = _read_jobs(jobs)
     elif video is None or speech is None or out is None:
         raise UsageError("dub needs VIDEO SPEECH -o OUT (or --jobs FILE)")
     else:
@@ -195,8 +197,10 @@ def dub(
 
     if extend not in EXTEND_MODES:
         raise UsageError(f"--extend {extend!r}: expected one of {', '.join(EXTEND_MODES)}")
-    if renderer not in (None, *d.RENDERERS):
-        raise UsageError(f"--renderer {renderer!r}: expected {' or '.join(d.RENDERERS)}")
+    from realtalk_cli.inference.models import RENDERERS
+
+    if renderer not in (None, *RENDERERS):
+        raise UsageError(f"--renderer {renderer!r}: expected {' or '.join(RENDERERS)}")
     if drive not in d.DRIVES:
         raise UsageError(f"--drive {drive!r}: expected {' or '.join(d.DRIVES)}")
     if (preview is not None or mouth_curve is not None) and len(todo) > 1:
@@ -217,7 +221,7 @@ def dub(
                                crf=crf, preview=preview, overwrite=overwrite, seed=seed, mouth_curve=mouth_curve, drive=drive)
         result = dubbers[model_dir].dub(v, s, o, options)
         if not OPTIONS.quiet:
-            d.print_summary(result)
+            _print_summary(result)
 
 
 @app.command(epilog="Example:  realtalk bench --fps --batches 1,8 --json bench.json")
@@ -233,8 +237,6 @@ def bench(
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the results as JSON here."),
 ):
     """Measure the speed of every stage on this device and backend."""
-    import json
-
     from realtalk_cli.device import resolve_device
     from realtalk_cli.errors import UsageError
     from realtalk_cli.pipelines import bench as b
@@ -254,7 +256,7 @@ def bench(
     device = resolve_device(OPTIONS.device)
     a2e = renderer = None
     if checkpoint is not None:
-        from realtalk_cli.pipelines.dub import load_models
+        from realtalk_cli.inference.models import load_models
 
         a2e, stage, _ = load_models(checkpoint, device)
         renderer = stage.e2f.renderer if stage.name == "fia" else None  # the bank renderer has no network
@@ -276,7 +278,7 @@ def export(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Directory for a2e.onnx and renderer.onnx (default: CHECKPOINT/onnx, where `dub --backend onnx` looks)."),
 ):
     """Export the a2e and renderer networks to ONNX (dynamic batch), checked against PyTorch."""
-    from realtalk_cli.pipelines.dub import load_models
+    from realtalk_cli.inference.models import load_models
     from realtalk_cli.pipelines.export import TOLERANCE, export_pipeline
 
     a2e, stage, _ = load_models(checkpoint, "cpu")
@@ -331,6 +333,44 @@ def eval_(
         rep.write_report(result, report)
     # the result goes to stdout, even with --quiet
     Console(width=None if sys.stdout.isatty() else 120).print(rep.table(result, f"realtalk eval: {video.name}, frames {result.inputs['frames'][0]}:{result.inputs['frames'][1]}"))
+
+
+def _read_jobs(path: str | os.PathLike) -> list[tuple[Path, Path, Path]]:
+    """Batch mode: a CSV (header video,speech,output) or a JSON list of {"video", "speech", "output"}."""
+    import csv
+
+    path = Path(path)
+    if not path.is_file():
+        raise RealtalkError("jobs file not found", path)
+    try:
+        if path.suffix.lower() == ".json":
+            rows = json.loads(path.read_text())
+        else:
+            rows = list(csv.DictReader(path.read_text().splitlines()))
+        jobs = [(Path(r["video"]), Path(r["speech"]), Path(r["output"])) for r in rows]
+    except (KeyError, TypeError, ValueError, json.JSONDecodeError) as e:
+        raise RealtalkError(f"cannot read jobs: expected video, speech, output for every job ({e})", path) from None
+    if not jobs:
+        raise RealtalkError("no jobs listed", path)
+    base = path.parent
+    return [(base / v, base / s, base / o) for v, s, o in jobs]
+
+
+def _print_summary(result) -> None:
+    from rich.table import Table
+
+    from realtalk_cli.progress import console
+
+    t = Table(title=f"{result.output}: {result.frames} frames, {result.width}x{result.height} @ {result.fps:g} fps, "
+                    f"{result.faces_missing} without a face")
+    for col in ("stage", "seconds", "frames/s"):
+        t.add_column(col, justify="left" if col == "stage" else "right")
+    for stage, sec in result.stages.items():
+        t.add_row(stage, f"{sec:.2f}", f"{result.frames / sec:.1f}" if sec > 0 else "-")
+    t.add_row("total", f"{result.seconds:.2f}", f"{result.frames / result.seconds:.1f}")
+    if result.first_frame is not None:
+        t.caption = f"first frame after {result.first_frame:.2f} s"
+    console.print(t)
 
 
 def _quiet_native_stderr() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import hashlib
 import os
 import re
 import secrets
@@ -160,3 +161,12 @@ def require_file(path: str | os.PathLike, what: str = "file") -> Path:
     if path.stat().st_size == 0:
         raise RealtalkError(f"{what} is empty (0 bytes)", path)
     return path
+
+
+def content_key(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hash of the file's bytes: a renamed or copied video still finds its cache; an edited one does not."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()[:20]

@@ -1,6 +1,9 @@
-"""Rich progress bars and console on stderr, silenced by --quiet."""
+"""Rich progress bars and console on stderr, silenced by --quiet; wall time per stage."""
 
 from __future__ import annotations
+
+import time
+from collections import defaultdict
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -42,3 +45,28 @@ def progress(transient: bool = False) -> Progress:
         transient=transient,
         disable=_state["quiet"],
     )
+
+
+class Clock:
+    """Accumulates wall time per stage: `with clock("render"): ...`; `mark(name)` notes when something
+    first happened (seconds since the clock was made)."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.marks: dict[str, float] = {}
+        self._start = time.perf_counter()
+
+    def mark(self, name: str) -> None:
+        self.marks.setdefault(name, time.perf_counter() - self._start)
+
+    def __call__(self, stage: str):
+        clock = self
+
+        class _Span:
+            def __enter__(self):
+                self.t = time.perf_counter()
+
+            def __exit__(self, *exc):
+                clock.seconds[stage] += time.perf_counter() - self.t
+
+        return _Span()

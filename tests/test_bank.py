@@ -168,15 +168,23 @@ def test_dub_with_the_bank_renderer(bank_model, tmp_path):
     speech = make_face_video(tmp_path / "speech.mp4", seconds=1.2)
     dubber = Dubber.from_pretrained(bank_model / "model", "cpu")
     assert dubber.stage.name == "bank"  # the only renderer in the directory
-    changed = []
+    changed, frames = [], []
 
     def check(i, src, out, paste):
         m = paste.mask(*src.shape[:2])
         assert np.array_equal(src[m == 0], out[m == 0])
         changed.append(not np.array_equal(src, out))
+        frames.append(out)
 
     result = dubber.dub(bank_model / "person.mp4", speech, tmp_path / "out.mp4", DubOptions(), on_frame=check)
     assert result.frames == 30 and sum(changed) > 20
+    assert result.stages["track"] > 0 and list((bank_model / "model" / "avatars").glob("*.safetensors"))
+    # the prepared avatar: a second dub of the same video reads its track back instead of tracking
+    second = []
+    again = dubber.dub(bank_model / "person.mp4", speech, tmp_path / "again.mp4", DubOptions(),
+                       on_frame=lambda i, src, out, paste: second.append(out))
+    assert "track" not in again.stages and again.first_frame < result.first_frame
+    assert all(np.array_equal(a, b) for a, b in zip(frames, second)) and len(second) == len(frames)
     info = probe(result.output)
     assert (info.width, info.height) == (192, 160) and abs(info.duration - 1.2) <= 0.04 + 1e-3
     # a model directory without a bank refuses the bank renderer with a clear message

@@ -153,7 +153,7 @@ def test_cli_dub_errors(model_dir, source, tmp_path, case):
 
 
 def test_onnx_backend_matches_torch(model_dir, dubber, source, tmp_path):
-    from realtalk_cli.pipelines.dub import load_models
+    from realtalk_cli.inference.models import load_models
 
     cli("export", "--checkpoint", model_dir)
     speech = speech_file(tmp_path / "s.wav", 1.0)

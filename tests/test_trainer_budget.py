@@ -9,7 +9,7 @@ import torch
 from realtalk_cli.checkpoint import load_checkpoint
 from realtalk_cli.errors import RealtalkError
 from realtalk_cli.train.run import train
-from realtalk_cli.train.trainer import latest_checkpoint
+from realtalk_cli.checkpoint import latest_checkpoint
 from test_a2e import make_dataset, tiny_config
 
 
@@ -63,5 +63,5 @@ def test_init_from_other_run(dataset, tmp_path):
     bigger = json.loads(tiny_config(tmp_path, steps=3, val_every=0, ckpt_every=0).read_text())
     bigger["model"]["d_model"] *= 2
     (tmp_path / "big.json").write_text(json.dumps(bigger))
-    with pytest.raises(RealtalkError, match="does not match"):
+    with pytest.raises(RealtalkError, match="do not match the model"):
         train("a2e", dataset, tmp_path / "c", config=tmp_path / "big.json", device="cpu", init=tmp_path / "a")

@@ -27,12 +27,11 @@ from __future__ import annotations
 
 import math
 import os
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from realtalk_cli.checkpoint import build_from_config, config_field, load_checkpoint, load_weights
+from realtalk_cli.checkpoint import build_from_config, config_field, load_checkpoint, load_weights, resolve_run
 from realtalk_cli.errors import RealtalkError
 from realtalk_cli.nets.a2e import A2EConfig, A2ETransformer
 
@@ -121,11 +120,7 @@ def load_a2e(path: str | os.PathLike, device: torch.device | str = "cpu") -> tup
     Returns (model in eval mode, checkpoint config); the config holds "audio" (front-end settings)
     and "face_model" (use FaceModel.load(path) for the basis the model was trained with).
     """
-    from realtalk_cli.train.trainer import latest_checkpoint
-
-    path = Path(path)
-    if (path / "checkpoints").is_dir():  # a run directory
-        path = latest_checkpoint(path) or path
+    path = resolve_run(path)
     config, tensors = load_checkpoint(path, required=("a2e",))
     if config.get("stage") != "a2e":
         raise RealtalkError(f"not an a2e checkpoint (stage {config.get('stage')!r})", path)

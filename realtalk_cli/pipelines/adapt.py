@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 
 from realtalk_cli.errors import RealtalkError, UsageError
-from realtalk_cli.fsutil import atomic_file, require_file
+from realtalk_cli.fsutil import atomic_file, content_key, require_file
 from realtalk_cli.progress import console
 
 # defaults sized for the device: a small 128x128 configuration on CPU (shipped configs), the paper's on
@@ -60,15 +60,6 @@ class AdaptOptions:
 
 def cache_root() -> Path:
     return Path(os.environ.get("REALTALK_CACHE") or Path.home() / ".cache" / "realtalk")
-
-
-def content_key(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hash of the file's bytes: a renamed or copied video still finds its cache; an edited one does not."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()[:20]
 
 
 def stage_configs(options: AdaptOptions, device: torch.device) -> dict[str, Path | None]:
@@ -98,7 +89,7 @@ def cache_key(video: Path, options: AdaptOptions, device: torch.device) -> str:
 def _init_fingerprint(init: Path) -> list:
     """Name, size and modification time of every file of --init's checkpoints (cheap: no hashing
     of weights); a retrained or replaced model gets a new cache entry."""
-    from realtalk_cli.pipelines.dub import resolve_run
+    from realtalk_cli.checkpoint import resolve_run
 
     files = sorted(f for stage in ("a2e", "e2f") for f in resolve_run(init / stage).glob("*") if f.is_file())
     return [(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
@@ -173,7 +164,7 @@ def adapt(video: str | os.PathLike, options: AdaptOptions | None = None, device:
 
 def _face_model_source(init: Path) -> Path:
     """The face model inside a generic model directory (its a2e checkpoint carries one)."""
-    from realtalk_cli.pipelines.dub import resolve_run
+    from realtalk_cli.checkpoint import resolve_run
 
     if not (init / "a2e").is_dir():
         raise RealtalkError("--init is not a model directory (no a2e/ inside)", init)

@@ -219,13 +219,13 @@ def bench_dub(device: torch.device, seconds: float = 4.0, size: tuple[int, int] 
         if renderer == "bank":
             from realtalk_cli.bank.compose import BankRenderer
             from realtalk_cli.bank.store import FrameBank, build_bank
-            from realtalk_cli.pipelines.render_stage import BankStage
+            from realtalk_cli.inference.render_stage import BankStage
 
             stage = BankStage(BankRenderer(FrameBank(build_bank(Path(tmp) / "data", Path(tmp) / "bank"))))
         else:
             from realtalk_cli.nets.mask import MaskConfig
             from realtalk_cli.pipelines.e2f_infer import E2FModel
-            from realtalk_cli.pipelines.render_stage import FIAStage
+            from realtalk_cli.inference.render_stage import FIAStage
 
             net = Renderer(dataclasses.replace(renderer_cfg or RendererConfig(), coeff_dim=face.n_id + face.n_exp + face.n_pose))
             stage = FIAStage(E2FModel(net.to(device).eval(), face.to(device), MaskConfig()), face.crop_size, device)

@@ -16,11 +16,12 @@ from pathlib import Path
 
 import torch
 
+from realtalk_cli.checkpoint import latest_checkpoint
 from realtalk_cli.device import resolve_device
 from realtalk_cli.errors import NotImplementedYet, UsageError
 from realtalk_cli.fsutil import read_json
 from realtalk_cli.progress import console, set_quiet
-from realtalk_cli.train.trainer import Trainer, TrainerConfig, init_distributed, latest_checkpoint
+from realtalk_cli.train.trainer import Trainer, TrainerConfig, init_distributed
 
 STAGES = {"a2e": "realtalk_cli.train.a2e_task", "e2f": "realtalk_cli.train.e2f_task"}
 

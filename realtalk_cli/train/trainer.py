@@ -50,7 +50,6 @@ import contextlib
 import json
 import math
 import os
-import re
 import shutil
 import time
 from dataclasses import dataclass, fields
@@ -62,7 +61,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-from realtalk_cli.checkpoint import load_checkpoint, load_weights, save_checkpoint
+from realtalk_cli.checkpoint import latest_checkpoint, load_checkpoint, load_weights, save_checkpoint
 from realtalk_cli.errors import RealtalkError, UsageError
 from realtalk_cli.fsutil import atomic_file
 from realtalk_cli.progress import console, progress
@@ -150,12 +149,6 @@ def step_seed(seed: int, rank: int, step: int) -> np.random.Generator:
     ss = np.random.SeedSequence([seed, rank, step])
     torch.manual_seed(int(ss.generate_state(1, dtype=np.uint64)[0] >> 1))
     return np.random.default_rng(ss)
-
-
-def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
-    """The newest complete checkpoint of a run directory (names are zero-padded, so they sort by step)."""
-    ckpts = [c for c in sorted((Path(run_dir) / "checkpoints").glob("step_*")) if re.fullmatch(r"step_\d+", c.name)]
-    return ckpts[-1] if ckpts else None
 
 
 def unwrap(model: nn.Module) -> nn.Module:
