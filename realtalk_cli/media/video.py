@@ -48,7 +48,8 @@ class VideoReader:
         return self.n_frames
 
     def _slot(self, k: int) -> float:
-        return self.info.video_start + (k + 0.5) / self.fps
+        # + 1 us: a frame exactly at a slot's middle (30 -> 25 fps has many) counts as at it, whatever float rounding says
+        return self.info.video_start + (k + 0.5) / self.fps + 1e-6
 
     def __iter__(self):
         first = self.start
