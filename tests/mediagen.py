@@ -67,13 +67,24 @@ def make_numbered_video(path: Path, n: int = 40, fps: float = 25, video_start: f
     with VideoWriter(plain, size[0], size[1], fps) as w:
         for i in range(n):
             w.write(np.full((size[1], size[0], 3), gray_level(i), np.uint8))
+    retime(plain, path, fps, video_start, audio_start, audio_seconds, vfr)
+    plain.unlink()
+    return path
+
+
+def retime(src: Path, path: Path, fps: float, video_start: float = 0.0, audio_start: float | None = 0.0,
+           audio_seconds: float = 2.0, vfr: bool = False) -> Path:
+    """Re-encode `src`'s video (keyframes every 8 frames, B-frames) with the timing of `make_numbered_video`."""
     # keyframes every 8 frames so range reads really seek; B-frames reorder (negative decode times)
     coded = path.with_name(path.stem + ".coded.mp4")
     vf = []
     if vfr:
+        from realtalk_cli.media import probe
+
+        n = probe(src).video_frames
         t = numbered_times(n, fps, 0.0, True)
         vf = ["-vf", "setpts='(" + "+".join(f"eq(N,{i})*{t[i]:.6f}" for i in range(n)) + ")/TB'"]
-    ffmpeg("-i", str(plain), *vf, "-fps_mode", "passthrough", "-c:v", "libx264", "-preset", "veryfast",
+    ffmpeg("-i", str(src), "-map", "0:v", *vf, "-fps_mode", "passthrough", "-c:v", "libx264", "-preset", "veryfast",
            "-g", "8", "-bf", "3", "-pix_fmt", "yuv420p", str(coded))
     # then shift the stream by an edit list (stream copy keeps the offset exact) and add the audio
     args = ["-itsoffset", f"{video_start}", "-i", str(coded)]
@@ -82,7 +93,6 @@ def make_numbered_video(path: Path, n: int = 40, fps: float = 25, video_start: f
                  f"aevalsrc='0.5*sin(2*PI*440*t)*gte(t,{TONE_ONSET})':s=44100:d={audio_seconds}",
                  "-map", "0:v", "-map", "1:a", "-c:a", "aac"]
     ffmpeg(*args, "-c:v", "copy", str(path))
-    plain.unlink()
     coded.unlink()
     return path
 

@@ -1,6 +1,6 @@
 """One frame-time model for every read (issue 12): index 0 is the first video frame whatever the stream's
 start time, edit list or audio offset; range reads equal full reads; the output keeps the speech's audio;
-truncated inputs are refused."""
+truncated inputs are refused. Dubbing such a clip: tests/test_dub.py::test_dub_shifted_vfr_video."""
 
 import subprocess
 
@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from mediagen import (TONE_ONSET, ffmpeg, frame_number, make_numbered_video, make_video, make_wav,
-                      numbered_times, sine)
+from mediagen import TONE_ONSET, ffmpeg, frame_number, make_numbered_video, make_video, make_wav, numbered_times, sine
 from realtalk_cli.errors import RealtalkError
 from realtalk_cli.media import VideoReader, load_audio, mux, probe
 
@@ -86,6 +85,19 @@ def test_mux_keeps_speech_rate_and_channels(tmp_path):
     assert np.abs(got[:, int(1.6 * rate):]).max() < 1e-2  # padded with silence
 
 
+def test_cover_art_is_not_video(tmp_path):
+    """An mp3 with a cover picture (a one-frame "video" stream) is speech like any other."""
+    cover = tmp_path / "cover.png"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x64", "-frames:v", "1", str(cover))
+    song = tmp_path / "song.mp3"
+    ffmpeg("-f", "lavfi", "-i", "sine=frequency=440:duration=1", "-i", str(cover), "-map", "0", "-map", "1",
+           "-c:a", "libmp3lame", "-c:v", "png", "-disposition:v", "attached_pic", str(song))
+    info = probe(song)
+    assert info.has_audio and not info.has_video
+    out = mux(make_video(tmp_path / "v.mp4", seconds=1, audio=False), song, tmp_path / "o.mp4", duration=1.0)
+    assert probe(out).audio_rate == 44100
+
+
 def test_truncated_faststart_mp4_is_refused(tmp_path):
     good = make_video(tmp_path / "good.mp4", seconds=2, fps=25, extra=("-movflags", "+faststart"))
     cut = tmp_path / "cut.mp4"
@@ -119,3 +131,4 @@ def _ffmpeg():
     from realtalk_cli.media import ffmpeg_exe
 
     return [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error"]
+

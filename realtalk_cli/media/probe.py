@@ -46,6 +46,11 @@ class MediaInfo:
     def video_duration(self) -> float:
         return self.video_end - self.video_start
 
+    @property
+    def n_frames(self) -> int:
+        """Frames a read at the (average) source rate yields."""
+        return self.frame_count()
+
     def frame_count(self, fps: float | None = None) -> int:
         """Frames a read at `fps` (None: the average source rate) yields: the video's duration on that grid."""
         return max(1, int(round(self.video_duration * (fps or self.fps)))) if self.has_video else 0
@@ -64,7 +69,9 @@ def probe(path: str | os.PathLike) -> MediaInfo:
     if m:
         duration = int(m[1]) * 3600 + int(m[2]) * 60 + float(m[3])
 
-    video = re.search(r"Stream #0:\d+[^:]*: Video: (\w+).*?(\d{2,5})x(\d{2,5})(.*)", text)
+    # cover art in an audio file is a one-picture "video" stream: not a video
+    video = next((m for m in re.finditer(r"Stream #0:\d+[^:]*: Video: (\w+).*?(\d{2,5})x(\d{2,5})(.*)", text)
+                  if "(attached pic)" not in m[4]), None)
     audio = re.search(r"Stream #0:\d+[^:]*: Audio: (\w+).*?(\d+) Hz, ([^,]+)", text)
     if not video and not audio:
         raise RealtalkError("file has neither a video nor an audio stream", path)
@@ -93,7 +100,7 @@ def probe(path: str | os.PathLike) -> MediaInfo:
 
     timing = _timing(path, bool(video), bool(audio))
     if video:
-        vfr = _variable_rate(timing.pop("pts"))
+        vfr = _variable_rate(timing.pop("pts", np.zeros(0, np.int64)))
     return MediaInfo(str(path), duration, fps, vfr, width, height, rotation, codec,
                      bool(video), bool(audio), rate, channels, **timing)
 
@@ -115,9 +122,9 @@ def _timing(path: Path, has_video: bool, has_audio: bool) -> dict:
                 a = container.streams.audio[0]
                 if a.start_time is not None:
                     out["audio_start"] = float(a.start_time * a.time_base)
-            if not has_video or not container.streams.video:
+            stream = video_stream(container)
+            if not has_video or stream is None:
                 return out
-            stream = container.streams.video[0]
             tb = stream.time_base
             pts, end = [], None
             try:
@@ -142,6 +149,13 @@ def _timing(path: Path, has_video: bool, has_audio: bool) -> dict:
         raise RealtalkError(f"truncated: its video frames end at {out['video_end']:.2f} s but its header promises "
                             f"{promised:.2f} s (re-download it, or re-mux what is left: ffmpeg -i IN -c copy OUT)", path)
     return out
+
+
+def video_stream(container):
+    """The first video stream that is not cover art, or None."""
+    import av
+
+    return next((s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic), None)
 
 
 def _promised_end(stream) -> float | None:

@@ -20,7 +20,7 @@ import numpy as np
 
 from realtalk_cli.errors import RealtalkError
 from realtalk_cli.media.ffmpeg import ffmpeg_exe, last_line
-from realtalk_cli.media.probe import MediaInfo, probe
+from realtalk_cli.media.probe import MediaInfo, probe, video_stream
 
 
 class VideoReader:
@@ -61,7 +61,7 @@ class VideoReader:
         except (av.FFmpegError, OSError) as e:
             raise RealtalkError(f"cannot open video: {e}", self.path) from None
         with container:
-            stream = container.streams.video[0]
+            stream = video_stream(container)
             stream.thread_type = "AUTO"
             frames = self._decoded(container, stream, self._slot(first) if first > 0 else None)
             cur = next(frames)  # there is one: _frames raises if nothing decodes
