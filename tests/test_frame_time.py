@@ -10,6 +10,7 @@ import pytest
 import soundfile as sf
 
 from mediagen import TONE_ONSET, ffmpeg, frame_number, make_numbered_video, make_video, make_wav, numbered_times, sine
+from conftest import SHARED_DATA
 from realtalk_cli.errors import RealtalkError
 from realtalk_cli.media import VideoReader, load_audio, mux, probe
 
@@ -132,3 +133,18 @@ def _ffmpeg():
 
     return [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error"]
 
+
+
+@pytest.mark.shared
+@pytest.mark.skipif(not (SHARED_DATA / "video").is_dir(), reason="../shared/data not present")
+@pytest.mark.parametrize("fps", [25, None])
+def test_real_clip_starting_late(fps):
+    """The clip from issue 12: variable rate (~22 fps, 30 tbr), video starting at 0.033 s."""
+    path = SHARED_DATA / "video" / "videoretalking_face1.mp4"
+    info = probe(path)
+    assert info.vfr and info.video_start == pytest.approx(0.033, abs=1e-3)
+    full = list(VideoReader(path, fps, info=info))
+    assert len(full) == info.frame_count(fps) == {25: 152, None: 135}[fps]  # 6.1 s of video
+    for a, b in [(0, 1), (0, 10), (37, 52), (len(full) - 2, len(full))]:
+        part = list(VideoReader(path, fps, info=info, start=a, stop=b))
+        assert len(part) == b - a and all(np.array_equal(x, y) for x, y in zip(part, full[a:b])), (a, b)
