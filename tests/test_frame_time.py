@@ -57,6 +57,20 @@ def test_frame_time_model(clip, fps):
         assert all(np.array_equal(x, y) for x, y in zip(part, full[a:b])), (a, b)
 
 
+@pytest.mark.parametrize("ext", ["ts", "flv", "mkv", "avi"])
+def test_containers_without_an_index(tmp_path, ext):
+    """MPEG-TS starts its clock at ~1.4 s and has no index: a seek may land after the target or
+    mid-GOP; FLV and AVI differ again. Every range still equals the full read."""
+    codec = ("-c:v", "mpeg4") if ext == "avi" else ("-bf", "3")
+    v = make_video(tmp_path / f"v.{ext}", seconds=1.2, size="64x48", fps=30, extra=("-g", "8", *codec))
+    info = probe(v)
+    full = list(VideoReader(v, 25, info=info))
+    assert len(full) == info.frame_count(25) and abs(len(full) / 25 - info.video_duration) <= 0.02
+    for a in range(0, len(full), 4):
+        part = list(VideoReader(v, 25, info=info, start=a, stop=a + 5))
+        assert len(part) == len(full[a:a + 5]) and all(np.array_equal(x, y) for x, y in zip(part, full[a:a + 5])), a
+
+
 def test_audio_sample_zero_is_the_first_video_frame(clip):
     path, kw, times = clip
     if kw.get("audio_start", 0.0) is None:

@@ -64,7 +64,9 @@ class VideoReader:
             stream = video_stream(container)
             stream.thread_type = "AUTO"
             frames = self._decoded(container, stream, self._slot(first) if first > 0 else None)
-            cur = next(frames)  # there is one: _frames raises if nothing decodes
+            cur = next(frames, None)
+            if cur is None:
+                raise RealtalkError("video decode failed: no frames could be decoded", self.path)
             nxt = next(frames, None)
             image, shown = None, None
             for k in range(first, last):
@@ -78,20 +80,19 @@ class VideoReader:
     def _decoded(self, container, stream, target: float | None):
         """(timestamp, frame) in display order, from the last frame at or before `target` (None: from the start)."""
         back = 0.0
-        while True:
-            seek = None if target is None else target - back
-            if seek is None or seek <= self.info.video_start:
-                if back:  # earlier tries decoded past the start: rewind to the first keyframe
-                    container.seek(int(self.info.video_start / stream.time_base), stream=stream, backward=True)
-                seek = None
-            else:
-                container.seek(int(seek / stream.time_base), stream=stream, backward=True)
+        while target is not None and target - back > self.info.video_start:
+            container.seek(int((target - back) / stream.time_base), stream=stream, backward=True)
             frames = self._frames(container, stream)
             head = next(frames, None)
-            if seek is None or head is None or head[0] <= target:
-                return itertools.chain([head] if head else [], frames)
-            # the keyframe found is after the target (seeking goes by decode time; B-frames): look further back
+            # a good landing is a keyframe at or before the target; seeking goes by decode time, and in files
+            # without an index (MPEG-TS, FLV) it may land after the target or mid-GOP: then look further back
+            if head is not None and head[0] <= target and head[1].key_frame:
+                return itertools.chain([head], frames)
             back = max(1.0, 2 * back)
+        if back:  # earlier tries decoded past the start: rewind to the file's start (a seek in the stream's
+            # own time to its first frame can land on a later keyframe in an MPEG-TS; time 0 cannot)
+            container.seek(min(0, int(self.info.video_start * av.time_base)), backward=True)
+        return self._frames(container, stream)
 
     def _frames(self, container, stream):
         """Decode packet by packet; a damaged packet is skipped (as ffmpeg does), an early end is an error."""
@@ -107,10 +108,8 @@ class VideoReader:
                     yield t, frame
         except av.FFmpegError as e:
             raise RealtalkError(f"video decode failed at {t or 0.0:.2f} s: {e}", self.path) from None
-        if t is None:
-            raise RealtalkError("video decode failed: no frames could be decoded", self.path)
-        if t < self.info.video_last - 0.5 / self.info.fps:
-            raise RealtalkError(f"video decode stopped at {t or 0.0:.2f} s of {self.info.video_last:.2f} s "
+        if t is not None and t < self.info.video_last - 0.5 / self.info.fps:
+            raise RealtalkError(f"video decode stopped at {t:.2f} s of {self.info.video_last:.2f} s "
                                 "(damaged or truncated file?)", self.path)
 
     def _rgb(self, frame) -> np.ndarray:
