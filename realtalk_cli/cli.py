@@ -155,6 +155,7 @@ def dub(
     bbox: Optional[str] = typer.Option(None, "--bbox", help="With several faces: dub the one overlapping this box, 'x0,y0,x1,y1' in pixels."),
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Frames rendered at once."),
     crf: int = typer.Option(18, "--crf", min=0, max=51, help="H.264 quality (lower is better and bigger)."),
+    preset: str = typer.Option("veryfast", "--preset", help="x264 speed preset: ultrafast, superfast, veryfast, faster, fast, medium, slow (faster encodes sooner, files grow)."),
     preview: Optional[Path] = typer.Option(None, "--preview", help="Also write a side-by-side video: source | dubbed | mask overlay."),
     mouth_curve: Optional[Path] = typer.Option(None, "--mouth-curve", help="Also write the predicted mouth opening per frame (JSON), for `realtalk eval --mouth-curve`."),
     backend: str = typer.Option("torch", "--backend", help="torch, or onnx (run `realtalk export` first; CUDA/TensorRT when present)."),
@@ -201,6 +202,8 @@ def dub(
 
     if renderer not in (None, *RENDERERS):
         raise UsageError(f"--renderer {renderer!r}: expected {' or '.join(RENDERERS)}")
+    if preset not in d.PRESETS:
+        raise UsageError(f"--preset {preset!r}: expected one of {', '.join(d.PRESETS)}")
     if drive not in d.DRIVES:
         raise UsageError(f"--drive {drive!r}: expected {' or '.join(d.DRIVES)}")
     if (preview is not None or mouth_curve is not None) and len(todo) > 1:
@@ -218,7 +221,7 @@ def dub(
         if model_dir not in dubbers:
             dubbers[model_dir] = d.Dubber.from_pretrained(model_dir, device, backend, renderer)
         options = d.DubOptions(fps=rate, extend=extend, face_index=face_index, bbox=box, batch_size=batch_size,
-                               crf=crf, preview=preview, overwrite=overwrite, seed=seed, mouth_curve=mouth_curve, drive=drive)
+                               crf=crf, preset=preset, preview=preview, overwrite=overwrite, seed=seed, mouth_curve=mouth_curve, drive=drive)
         result = dubbers[model_dir].dub(v, s, o, options)
         if not OPTIONS.quiet:
             _print_summary(result)
@@ -367,7 +370,7 @@ def _print_summary(result) -> None:
         t.add_column(col, justify="left" if col == "stage" else "right")
     for stage, sec in result.stages.items():
         t.add_row(stage, f"{sec:.2f}", f"{result.frames / sec:.1f}" if sec > 0 else "-")
-    t.add_row("total", f"{result.seconds:.2f}", f"{result.frames / result.seconds:.1f}")
+    t.add_row("total (wall; stages overlap)", f"{result.seconds:.2f}", f"{result.frames / result.seconds:.1f}")
     if result.first_frame is not None:
         t.caption = f"first frame after {result.first_frame:.2f} s"
     console.print(t)

@@ -56,8 +56,11 @@ class Clock:
         self.marks: dict[str, float] = {}
         self._start = time.perf_counter()
 
+    def elapsed(self) -> float:
+        return time.perf_counter() - self._start
+
     def mark(self, name: str) -> None:
-        self.marks.setdefault(name, time.perf_counter() - self._start)
+        self.marks.setdefault(name, self.elapsed())
 
     def __call__(self, stage: str):
         clock = self

@@ -28,6 +28,7 @@ from realtalk_cli.face import align
 from realtalk_cli.face.model import FaceModel
 from realtalk_cli.fsutil import check_output_path
 from realtalk_cli.inference.models import load_models
+from realtalk_cli.inference.threads import Worker, prefetch
 from realtalk_cli.inference.track import SourceTrack, SourceTracker
 from realtalk_cli.media import VideoReader, VideoWriter, load_audio, mux, probe
 from realtalk_cli.pipelines.a2e_infer import predict_expressions, sample_history
@@ -48,9 +49,11 @@ class DubOptions:
     seed: int = 0                     # history sampling
     mouth_curve: Path | None = None   # also write the predicted mouth opening per frame (for `realtalk eval`)
     drive: str = "audio"              # "audio": a2e from the speech; "tracked": the video's own expressions
+    preset: str = "veryfast"          # x264 preset: faster ones (superfast, ultrafast) encode faster, bigger files
 
 
 DRIVES = ("audio", "tracked")
+PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 
 
 @dataclass
@@ -63,18 +66,20 @@ class DubResult:
     height: int
     fps: float
     duration: float
-    stages: dict[str, float] = field(default_factory=dict)   # seconds per stage
+    stages: dict[str, float] = field(default_factory=dict)   # busy seconds per stage (decode, render and encode overlap)
     first_frame: float | None = None  # seconds from the start of the job to the first frame encoded
+    wall: float | None = None         # seconds the whole job took
 
     @property
     def seconds(self) -> float:
-        return sum(self.stages.values())
+        return self.wall if self.wall is not None else sum(self.stages.values())
 
     def to_dict(self) -> dict:
         return {"output": str(self.output), "frames": self.frames, "source_frames": self.source_frames,
                 "faces_missing": self.faces_missing, "width": self.width, "height": self.height, "fps": self.fps,
                 "duration": self.duration, "stages": self.stages, "seconds": self.seconds,
-                "frames_per_second": self.frames / self.seconds if self.seconds else None, "first_frame": self.first_frame}
+                "frames_per_second": self.frames / self.seconds if self.seconds else None, "first_frame": self.first_frame,
+                "wall": self.wall}
 
 
 class Dubber:
@@ -148,7 +153,7 @@ class Dubber:
                 if preview:
                     mux(preview, speech, options.preview, duration=n_out / fps)
         return DubResult(out, n_out, track.n_frames, missing, track.width, track.height, fps, n_out / fps, dict(clock.seconds),
-                         clock.marks.get("first_frame"))
+                         clock.marks.get("first_frame"), clock.elapsed())
 
     def _write_mouth_curve(self, path, beta_hat, track, indices, fps) -> None:
         """The mouth opening the renderer is asked for, per output frame: V(alpha, beta_hat, rho) of the shown frame."""
@@ -161,14 +166,30 @@ class Dubber:
         write_mouth_curve(path, opening, fps)
 
     def _render_pass(self, video, info, track, beta_hat, indices, fps, silent, preview_path, options, clock, on_frame) -> int:
+        """Decode ahead, render in this thread, encode behind: three stages overlapping (inference/threads.py)."""
         ref_frame = next(iter(VideoReader(video, fps, info=info, start=track.reference, stop=track.reference + 1)))
         with clock("plan"):
             self.stage.prepare(track, beta_hat, indices, ref_frame)
         missing = 0
         batch: list[tuple[int, int, np.ndarray]] = []
-        writer = VideoWriter(silent, track.width, track.height, fps, crf=options.crf)
+        writer = VideoWriter(silent, track.width, track.height, fps, crf=options.crf, preset=options.preset)
         pw, ph = _preview_size(track.width, track.height)
-        preview = VideoWriter(preview_path, 3 * pw, ph, fps, crf=23) if preview_path else None
+        preview = VideoWriter(preview_path, 3 * pw, ph, fps, crf=23, preset=options.preset) if preview_path else None
+
+        def encode(frame, dubbed, paste):
+            with clock("encode"):
+                writer.write(dubbed)
+                if preview:
+                    preview.write(_preview_frame(frame, dubbed, paste, pw, ph))
+
+        encoder = Worker(encode, depth=options.batch_size)
+
+        def emit(i, frame, dubbed, paste):
+            if i == 0:
+                clock.mark("first_frame")
+            if on_frame is not None:
+                on_frame(i, frame, dubbed, paste)
+            encoder.put(frame, dubbed, paste)
 
         def flush():
             if batch:
@@ -176,23 +197,11 @@ class Dubber:
                     emit(i, frame, dubbed, paste)
                 batch.clear()
 
-        def emit(i, frame, dubbed, paste):
-            if i == 0:
-                clock.mark("first_frame")
-            if on_frame is not None:
-                on_frame(i, frame, dubbed, paste)
-            with clock("encode"):
-                writer.write(dubbed)
-                if preview:
-                    preview.write(_preview_frame(frame, dubbed, paste, pw, ph))
-
         try:
-            with progress() as p:
+            with progress() as p, prefetch(frames_in_order(video, indices, fps, info=info), options.batch_size,
+                                           timer=lambda: clock("decode")) as stream:
                 task = p.add_task("dub", total=len(indices), info="")
-                stream = frames_in_order(video, indices, fps, info=info)
-                for i in range(len(indices)):
-                    with clock("decode"):
-                        j, frame = next(stream)
+                for i, (j, frame) in enumerate(stream):
                     if track.found[j]:
                         batch.append((i, j, frame))
                         if len(batch) >= options.batch_size:
@@ -203,11 +212,13 @@ class Dubber:
                         emit(i, frame, frame, None)
                     p.update(task, advance=1, info=f"{missing} without face")
                 flush()
+            encoder.close()
             with clock("encode"):
                 writer.close()
                 if preview:
                     preview.close()
         except BaseException:
+            encoder.abort()
             writer.abort()
             if preview:
                 preview.abort()
