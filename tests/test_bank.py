@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from mediagen import make_face_video
-from realtalk_cli.bank.retrieve import RetrievalConfig, best_path, sources_per_frame
+from realtalk_cli.bank.retrieve import RetrievalConfig, best_path, planned_path, sources_per_frame
 from realtalk_cli.bank.warp import anchors, fill_smooth, triangulate, warp
 
 
@@ -63,6 +63,9 @@ def test_retrieval_prefers_a_stable_path():
     no_successor = np.full(4, -1)
     cfg = RetrievalConfig(candidates=4, switch_cost=1.5, hold_cost=0.1)
     path = best_path(costs, no_successor, cfg)
+    # block by block (as a live stream plans) the path is as stable
+    blocks = planned_path(costs, no_successor, cfg)
+    assert (np.diff(blocks[:40]) != 0).sum() <= 1 and (blocks[44:] == 2).all()
     assert len(set(path[:40].tolist())) == 1
     assert (path[40:] == 2).all()
     greedy = costs.argmin(1)

@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 import torch
 
-from realtalk_cli.bank.retrieve import (RetrievalConfig, best_path, lip_descriptors, match_costs,
+from realtalk_cli.bank.retrieve import (RetrievalConfig, lip_descriptors, match_costs, planned_path,
                                         sources_per_frame, typical_mismatch)
 from realtalk_cli.bank.store import FrameBank, border_anchors, project
 from realtalk_cli.bank.warp import fill_smooth, warp
@@ -63,12 +63,14 @@ class BankRenderer:
         self._contour = self.face.groups["mask_contour"].cpu()
 
     # ---- retrieval over a whole output ---------------------------------------------------------
-    def plan(self, alpha: np.ndarray, beta: np.ndarray, rho: np.ndarray, chunk: int = 512) -> list[list[tuple[int, float]]]:
-        """Bank sources per output frame for predicted expressions beta [T] shown with poses rho [T]."""
+    def plan(self, alpha: np.ndarray, beta: np.ndarray, rho: np.ndarray, prev: int | None = None,
+             chunk: int = 512) -> list[list[tuple[int, float]]]:
+        """Bank sources per output frame for predicted expressions beta [T] shown with poses rho [T];
+        `prev`: the bank frame shown just before (a live stream plans block after block)."""
         target = lip_descriptors(self.face, alpha, beta)
         costs = np.concatenate([match_costs(target[i:i + chunk], self._descriptors, rho[i:i + chunk], self.bank.rho,
                                             self._unit, self.retrieval) for i in range(0, len(target), chunk)])
-        path = best_path(costs, self._successor, self.retrieval)
+        path = planned_path(costs, self._successor, self.retrieval, prev)
         return sources_per_frame(path, self._successor, self.retrieval.crossfade)
 
     # ---- one frame -------------------------------------------------------------------------------
