@@ -275,6 +275,48 @@ def bench(
     b.print_report(result, Console(width=None if sys.stdout.isatty() else 120))  # the result: stdout, even with --quiet
 
 
+@app.command(epilog="Examples:  realtalk stream --avatar ~/.cache/realtalk/adapt/KEY/model --input speech.wav --realtime -o live.mp4\n\n"
+                    "           arecord -f S16_LE -r 16000 -c 1 | realtalk stream --avatar DIR -o - | ffplay -")
+def stream(
+    avatar: Path = typer.Option(..., "--avatar", help="A model directory (from `dub` adapting a video, or --checkpoint style) to drive live."),
+    video: Optional[Path] = typer.Option(None, "--video", help="The avatar's source video (default: the one the avatar was adapted on)."),
+    speech_input: str = typer.Option("-", "--input", "-i", help="Speech as it is spoken: '-' (stdin) or a named pipe with raw s16le PCM, or an audio file (wav, flac)."),
+    out: str = typer.Option(..., "--out", "-o", help="A file (.mp4, .mkv, .ts), '-' for MPEG-TS on stdout, or a URL ffmpeg accepts (udp://, rtmp://)."),
+    rate: int = typer.Option(16000, "--rate", min=8000, help="Raw PCM input: sample rate."),
+    channels: int = typer.Option(1, "--channels", min=1, max=8, help="Raw PCM input: channels."),
+    realtime: bool = typer.Option(False, "--realtime", help="Read a file input at its own pace, as if spoken (for testing)."),
+    idle_after: float = typer.Option(0.5, "--idle-after", min=0.0, help="Seconds without input after which the avatar idles on silence (0: wait)."),
+    raw: bool = typer.Option(False, "--raw", help="Write raw RGB24 frames (no audio) instead of an encoded stream."),
+    preset: str = typer.Option("veryfast", "--preset", help="x264 speed preset for the encoded stream."),
+    stats: Optional[Path] = typer.Option(None, "--stats", help="Also write frame count and speech-to-frame latency as JSON."),
+):
+    """Drive an avatar live: frames leave as the speech arrives (latency printed at the end)."""
+    from realtalk_cli.device import resolve_device
+    from realtalk_cli.errors import UsageError
+    from realtalk_cli.fsutil import read_json
+    from realtalk_cli.pipelines.dub import PRESETS, Dubber
+    from realtalk_cli.pipelines.stream import StreamOptions, console_report, stream as run_stream
+
+    if preset not in PRESETS:
+        raise UsageError(f"--preset {preset!r}: expected one of {', '.join(PRESETS)}")
+    if video is None:
+        if not (avatar / "avatar.json").is_file():
+            raise UsageError("no avatar.json in the avatar directory: give its source video with --video", avatar)
+        video = Path(read_json(avatar / "avatar.json").get("video", ""))
+    if not video.is_file():
+        raise UsageError("avatar source video not found", video)
+    dubber = Dubber.from_pretrained(avatar, resolve_device(OPTIONS.device))
+    options = StreamOptions(rate=rate, channels=channels, realtime=realtime, idle_after=idle_after, raw=raw, preset=preset)
+    result = run_stream(dubber, video, speech_input, out, options)
+    if stats is not None:
+        from realtalk_cli.fsutil import atomic_file, check_output_path
+
+        with atomic_file(check_output_path(stats)) as tmp:
+            tmp.write_text(json.dumps(result.to_dict(), indent=2))
+    if not OPTIONS.quiet:
+        console_report(result)
+
+
 @app.command(epilog="Example:  realtalk export --checkpoint models/run   (writes models/run/onnx/)")
 def export(
     checkpoint: Path = typer.Option(..., "--checkpoint", help="Model directory with a2e/ and e2f/."),

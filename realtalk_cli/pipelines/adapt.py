@@ -157,6 +157,8 @@ def adapt(video: str | os.PathLike, options: AdaptOptions | None = None, device:
 
         with progress() as p:
             build_bank(data, model / "bank", video=video, progress=p)
+    with atomic_file(model / "avatar.json") as tmp:  # what `realtalk stream --avatar` plays
+        tmp.write_text(json.dumps({"video": str(video.resolve())}))
     with atomic_file(model / "renderer.json") as tmp:
         tmp.write_text(json.dumps({"renderer": options.renderer}))
     return model

@@ -1,0 +1,96 @@
+"""The a2e over audio that arrives as it is spoken: the offline windows, computed as soon as they can be.
+
+Offline (a2e_infer.predict_expressions) windows of T frames start every H = T/2 frames and are blended
+with Hann weights. Here window s runs as soon as the audio reaches the end of its last frame (plus one
+frame for the mel window's overhang); frames [s, s + H) are then final, because no later window
+touches them. So the look-ahead is T + 1 frames (0.68 s for the paper's T = 16 at 25 fps) and every
+frame equals the offline one, except the last < H frames: offline ends on a window moved back to the
+last frame, which a stream cannot know in advance.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from realtalk_cli.audio.features import FEATURES_PER_FRAME, SAMPLE_RATE
+from realtalk_cli.pipelines.a2e_infer import window_weights
+
+SAMPLES_PER_FRAME = SAMPLE_RATE // 25
+
+
+class StreamingA2E:
+    def __init__(self, model, frontend, alpha: np.ndarray, history: np.ndarray):
+        self.model, self.frontend = model, frontend
+        self.T = model.cfg.n_frames
+        self.H = max(1, self.T // 2)
+        self.w = window_weights(self.T)
+        dev = next(model.parameters()).device
+        self._alpha = torch.as_tensor(np.asarray(alpha, np.float32), device=dev)[None]
+        self._history = torch.as_tensor(np.asarray(history, np.float32), device=dev)[None]
+        self._mask = torch.ones(1, self.T, dtype=torch.bool, device=dev)
+        # audio buffer: starts one frame before frame 0 (zeros), as the offline front end pads
+        self._buf = np.zeros(SAMPLES_PER_FRAME, np.float32)
+        self._base = -SAMPLES_PER_FRAME  # absolute sample index of _buf[0]
+        self._next = 0                   # start frame of the next window
+        self._prev: np.ndarray | None = None  # the previous window's prediction [T, n_exp]
+        self.emitted = 0                 # frames handed out so far
+
+    @property
+    def lookahead_frames(self) -> int:
+        return self.T + 1
+
+    def _window(self, s: int) -> np.ndarray:
+        a = SAMPLES_PER_FRAME * (s - 1) - self._base
+        piece = self._buf[a:a + SAMPLES_PER_FRAME * (self.T + 2)]
+        feats = self.frontend(piece, n=FEATURES_PER_FRAME * (self.T + 2))[2:2 + FEATURES_PER_FRAME * self.T]
+        audio = torch.as_tensor(feats, device=self._alpha.device)[None]
+        with torch.no_grad():
+            return self.model(audio, self._alpha, self._history, self._mask).float().cpu().numpy()[0]
+
+    def _blend(self, pred: np.ndarray, frames: int) -> np.ndarray:
+        """The first `frames` frames of window `pred` blended with the previous window's second half."""
+        if self._prev is None:
+            return pred[:frames]
+        w0, w1 = self.w[self.H:self.H + frames, None], self.w[:frames, None]
+        return (w0 * self._prev[self.H:self.H + frames] + w1 * pred[:frames]) / (w0 + w1)
+
+    def push(self, samples: np.ndarray) -> np.ndarray:
+        """Add 16 kHz mono samples; returns the expressions [k, n_exp] that became final (k may be 0)."""
+        self._buf = np.concatenate([self._buf, np.asarray(samples, np.float32).reshape(-1)])
+        out = []
+        while self._base + len(self._buf) >= SAMPLES_PER_FRAME * (self._next + self.T + 1):
+            pred = self._window(self._next)
+            out.append(self._blend(pred, self.H))
+            self._prev, self._next = pred, self._next + self.H
+            self._trim()
+        return self._emit(out)
+
+    def finish(self, n_frames: int) -> np.ndarray:
+        """The rest, once the audio has ended: `n_frames` frames in all (the audio is zero-padded)."""
+        out = []
+        while self.emitted + sum(len(o) for o in out) < n_frames:
+            start = self._next
+            self._buf = np.concatenate([self._buf, np.zeros(SAMPLES_PER_FRAME * (self.T + 2), np.float32)])
+            pred = self._window(start)
+            left = n_frames - self.emitted - sum(len(o) for o in out)
+            take = min(left, self.H if left > self.T else left)
+            if take > self.H:  # the last window: its second half is final too
+                first = self._blend(pred, self.H)
+                out.append(np.concatenate([first, pred[self.H:take]]))
+            else:
+                out.append(self._blend(pred, take))
+            self._prev, self._next = pred, self._next + self.H
+        return self._emit(out)
+
+    def _trim(self) -> None:
+        keep_from = SAMPLES_PER_FRAME * (self._next - 1) - self._base  # the next window's first sample
+        if keep_from > 0:
+            self._buf, self._base = self._buf[keep_from:], self._base + keep_from
+
+    def _emit(self, parts: list[np.ndarray]) -> np.ndarray:
+        if not parts:
+            return np.zeros((0, self.model.cfg.n_exp), np.float32)
+        out = np.concatenate(parts).astype(np.float32)
+        self.emitted += len(out)
+        return out

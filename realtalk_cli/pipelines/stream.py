@@ -1,0 +1,320 @@
+"""`realtalk stream`: drive a prepared avatar live from speech that arrives as it is spoken.
+
+    speech (raw PCM on stdin or a pipe, or a file)  -> reader thread -> 16 kHz for the a2e, as-is for output
+    StreamingA2E: a window as soon as its audio is in  -> final expressions, T + 1 frames behind the speech
+    render stage, block by block (the frame bank plans each block from the last)       -> dubbed frames
+    source frames played back and forth (pingpong), as the offline dub extends a video
+    ffmpeg: frames on its stdin, the speech on a second pipe -> a file, standard output or a URL
+
+The offline dub and the stream share every stage, so a whole speech file streamed gives the offline
+dub's frames (apart from the last < T/2 frames, see inference/a2e_stream.py). When the input stalls
+(a live source with nothing to say) the stream goes on with silence: the avatar rests its mouth while
+its head keeps the source video's motion.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from itertools import count
+from pathlib import Path
+
+import numpy as np
+
+from realtalk_cli.errors import RealtalkError, UsageError
+from realtalk_cli.inference.a2e_stream import SAMPLES_PER_FRAME, StreamingA2E
+from realtalk_cli.inference.threads import Worker, prefetch
+from realtalk_cli.media.ffmpeg import ffmpeg_exe
+from realtalk_cli.pipelines.a2e_infer import sample_history
+from realtalk_cli.pipelines.timeline import extend_indices, frames_in_order
+from realtalk_cli.progress import Clock, console
+
+FPS = 25.0  # the a2e's own grid: a stream's frames are its frames
+
+
+@dataclass
+class StreamOptions:
+    rate: int = 16000              # raw PCM input: sample rate, channels (s16le)
+    channels: int = 1
+    realtime: bool = False         # a file input is read at its own pace (as if spoken) instead of at once
+    idle_after: float = 0.5        # seconds without input after which silence is streamed (0: wait forever)
+    raw: bool = False              # write raw RGB frames to the output instead of an encoded stream
+    crf: int = 20
+    preset: str = "veryfast"
+    seed: int = 0
+
+
+@dataclass
+class StreamResult:
+    frames: int
+    seconds: float                                  # wall time
+    speech_seconds: float
+    idle_seconds: float                             # silence streamed because the input stalled
+    lookahead: float                                # the a2e's look-ahead, seconds
+    latency: list[float] = field(default_factory=list)  # per frame: written minus its speech's arrival, seconds
+
+    def to_dict(self) -> dict:
+        lat = np.asarray(self.latency) if self.latency else np.zeros(1)
+        return {"frames": self.frames, "seconds": self.seconds, "speech_seconds": self.speech_seconds,
+                "idle_seconds": self.idle_seconds, "lookahead": self.lookahead,
+                "latency_median": float(np.median(lat)), "latency_p95": float(np.percentile(lat, 95)),
+                "latency_max": float(lat.max()), "latency_first": float(lat[0]), "latency_last": float(lat[-1])}
+
+
+class SpeechInput:
+    """Reads s16le PCM (or an audio file, decoded) chunk by chunk in a thread: (int16 [n, ch], arrival time)."""
+
+    def __init__(self, source: str, options: StreamOptions, chunk_seconds: float = 0.04):
+        self.source, self.options = source, options
+        self.queue: queue.Queue = queue.Queue(maxsize=256)
+        self.rate, self.channels = options.rate, options.channels
+        self._file = None
+        if source != "-" and not Path(source).exists():
+            raise UsageError("speech input not found", source)
+        path = Path(source)
+        if source != "-" and path.is_file() and path.suffix.lower() in (".wav", ".flac", ".ogg"):
+            import soundfile as sf
+
+            try:
+                self._file = sf.SoundFile(str(path))
+            except RuntimeError as e:
+                raise RealtalkError(f"cannot read speech ({e})", path) from None
+            self.rate, self.channels = self._file.samplerate, self._file.channels
+        self.chunk = max(1, int(chunk_seconds * self.rate))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _chunks(self):
+        if self._file is not None:
+            while block := self._file.read(self.chunk, dtype="int16", always_2d=True).tobytes():
+                yield block
+            return
+        nbytes = 2 * self.channels * self.chunk
+        f = os.fdopen(os.dup(0), "rb", buffering=0) if self.source == "-" else open(self.source, "rb", buffering=0)
+        with f:
+            pending = b""
+            while not self._stop.is_set():
+                data = f.read(nbytes - len(pending))
+                if not data:
+                    break
+                pending += data
+                whole = len(pending) - len(pending) % (2 * self.channels)
+                if whole:
+                    yield pending[:whole]
+                    pending = pending[whole:]
+
+    def _run(self) -> None:
+        start, sent = time.perf_counter(), 0
+        try:
+            for block in self._chunks():
+                pcm = np.frombuffer(block, np.int16).reshape(-1, self.channels)
+                if self.options.realtime:  # as if spoken: a chunk is there once its time has come
+                    due = start + (sent + len(pcm)) / self.rate
+                    time.sleep(max(0.0, due - time.perf_counter()))
+                sent += len(pcm)
+                self.queue.put((pcm, time.perf_counter()))
+                if self._stop.is_set():
+                    break
+        except OSError as e:
+            self.queue.put(RealtalkError(f"speech input failed ({e.strerror or e})", self.source))
+        self.queue.put(None)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+class Output:
+    """Frames (and the speech, on a second pipe) into ffmpeg, or raw frames to a file or stdout."""
+
+    def __init__(self, target: str, width: int, height: int, rate: int, channels: int, options: StreamOptions):
+        self.raw, self.target = options.raw, target
+        self._tmp, self._proc, self._audio_fd = None, None, None
+        if self.raw:
+            self._video = os.fdopen(os.dup(1), "wb") if target == "-" else open(target, "wb")
+            return
+        w, h = width + width % 2, height + height % 2
+        self.pad = (w - width, h - height)
+        out, fmt = target, []
+        if target == "-":
+            out, fmt = "pipe:1", ["-f", "mpegts"]
+        elif "://" in target:
+            fmt = ["-f", "flv" if target.startswith("rtmp") else "mpegts"]
+        else:  # a file: written beside the target and renamed when the stream ends
+            from realtalk_cli.fsutil import check_output_path
+
+            path = check_output_path(target, overwrite=True)
+            self._tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+            out = str(self._tmp)
+            if path.suffix.lower() in (".mp4", ".mov"):
+                fmt = ["-movflags", "+faststart"]
+        read_audio, self._audio_fd = os.pipe()
+        cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
+               "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", str(FPS), "-i", "pipe:0",
+               "-f", "s16le", "-ar", str(rate), "-ac", str(channels), "-i", f"pipe:{read_audio}",
+               "-c:v", "libx264", "-preset", options.preset, "-tune", "zerolatency", "-crf", str(options.crf),
+               "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", f"{max(96, 64 * channels)}k", *fmt, out]
+        self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, pass_fds=(read_audio,),
+                                      stdout=None if target == "-" else subprocess.DEVNULL, stderr=subprocess.PIPE)
+        os.close(read_audio)
+        self._video = self._proc.stdin
+        # the speech goes in from its own thread: ffmpeg may read the two pipes in any order
+        self._audio = Worker(lambda pcm: os.write(self._audio_fd, pcm.tobytes()), depth=1024)
+
+    def audio(self, pcm: np.ndarray) -> None:
+        if self._audio_fd is not None:
+            self._audio.put(pcm)
+
+    def frame(self, rgb: np.ndarray) -> None:
+        if not self.raw and any(self.pad):
+            rgb = np.pad(rgb, ((0, self.pad[1]), (0, self.pad[0]), (0, 0)), mode="edge")
+        try:
+            self._video.write(np.ascontiguousarray(rgb).tobytes())
+        except BrokenPipeError:
+            self.close(ok=False)
+            raise RealtalkError("the output stream closed", self.target) from None
+
+    def close(self, ok: bool = True) -> None:
+        """Finish the stream; with ok=False a file output is removed instead of kept."""
+        if self._proc is None:
+            if self.raw:
+                self._video.close()
+            return
+        self._audio.close()
+        os.close(self._audio_fd)
+        self._audio_fd = None
+        try:
+            self._video.close()
+        except BrokenPipeError:
+            pass
+        err = self._proc.stderr.read().decode(errors="replace").strip()
+        code = self._proc.wait()
+        self._proc = None
+        if self._tmp is not None:
+            if ok and code == 0:
+                os.replace(self._tmp, self.target)
+            else:
+                self._tmp.unlink(missing_ok=True)
+        if code != 0 and ok:
+            raise RealtalkError(f"encoder failed: {err.splitlines()[-1] if err else code}", self.target)
+
+
+def stream(dubber, video: str | os.PathLike, speech: str, out: str, options: StreamOptions | None = None,
+           on_frame=None, stop: threading.Event | None = None) -> StreamResult:
+    """Stream `speech` (a path, a named pipe or '-' for stdin) through `dubber`'s models onto `video`."""
+    import soxr
+
+    options = options or StreamOptions()
+    stop = stop or threading.Event()
+    clock = Clock()
+    track = dubber.track(video, _Opts(FPS), clock=clock)
+    history = sample_history(track.beta, track.found, dubber.a2e.cfg.n_history, np.random.default_rng(options.seed))
+    a2e = StreamingA2E(dubber.a2e, dubber.audio, track.alpha, history)
+    source = SpeechInput(speech, options)
+    out_ = Output(out, track.width, track.height, source.rate, source.channels, options)
+    retrieval = getattr(getattr(dubber.stage, "renderer", None), "retrieval", None)
+    block = retrieval.block if retrieval is not None and retrieval.block > 0 else a2e.H  # as the offline plan
+    period = extend_indices(max(1, 2 * track.n_frames - 2), track.n_frames, "pingpong")
+    frames = prefetch((f for _ in count() for f in frames_in_order(video, period, FPS)), depth=block)
+    ref = next(iter(frames_in_order(video, np.array([track.reference]), FPS)))[1]
+    resample = soxr.ResampleStream(source.rate, 16000, 1, dtype="float32") if source.rate != 16000 else None
+    arrivals: tuple[list[int], list[float]] = ([], [])  # 16 kHz samples received so far, and when
+    latency, pending = [], []
+    state = {"received": 0, "done": 0}
+
+    def feed(pcm: np.ndarray, when: float):
+        out_.audio(pcm)
+        mono = pcm.astype(np.float32).mean(1) / 32768.0
+        mono = resample.resample_chunk(mono) if resample is not None else mono
+        state["received"] += len(mono)
+        arrivals[0].append(state["received"])
+        arrivals[1].append(when)
+        pending.extend(a2e.push(mono))
+
+    def render(n: int, last: bool = False):
+        while len(pending) >= n or (last and pending):
+            done = state["done"]
+            beta = np.stack(pending[:n])
+            del pending[:n]
+            src = period[np.arange(done, done + len(beta)) % len(period)]
+            dubber.stage.prepare(track, beta, src, ref, resume=done > 0)
+            batch = [(k, j, frame) for k, (j, frame) in zip(range(len(beta)), it_frames)]
+            faces = [b for b in batch if track.found[b[1]]]  # frames without a face pass through
+            rendered = dict(zip((b[0] for b in faces), dubber.stage(faces, clock))) if faces else {}
+            for k, _, frame in batch:
+                dubbed = rendered[k][0] if k in rendered else frame
+                out_.frame(dubbed)
+                if on_frame is not None:
+                    on_frame(done + k, dubbed)
+                latency.append(time.perf_counter() - _arrival(arrivals, (done + k) * SAMPLES_PER_FRAME))
+            state["done"] = done + len(beta)
+
+    it_frames = iter(frames)
+    ok, idle = False, 0.0
+    try:
+        try:
+            idle = _run(source, options, feed, render, block, stop)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: what was streamed stays a valid file
+            ok = True
+            raise
+        if resample is not None:
+            tail = resample.resample_chunk(np.zeros(0, np.float32), last=True)
+            state["received"] += len(tail)
+            pending.extend(a2e.push(tail))
+        n_total = int(round(state["received"] / SAMPLES_PER_FRAME))
+        pending.extend(a2e.finish(max(n_total, a2e.emitted)))
+        render(block, last=True)
+        ok = True
+    finally:
+        source.stop()
+        frames.close()
+        out_.close(ok=ok or stop.is_set())
+    return StreamResult(state["done"], clock.elapsed(), state["received"] / 16000, idle, a2e.lookahead_frames / FPS, latency)
+
+
+@dataclass
+class _Opts:  # what Dubber.track reads from dub options
+    fps: float
+    face_index: int | None = None
+    bbox: tuple | None = None
+
+
+def _run(source: SpeechInput, options: StreamOptions, feed, render, block: int, stop: threading.Event) -> float:
+    """Take speech as it comes until the input ends; stream silence while a live input stalls.
+    Returns the seconds of silence streamed."""
+    idle = 0.0
+    while not stop.is_set():
+        try:
+            item = source.queue.get(timeout=options.idle_after or None)
+        except queue.Empty:  # a live source is silent: go on with silence, in real time
+            feed(np.zeros((int(options.idle_after * source.rate), source.channels), np.int16), time.perf_counter())
+            idle += options.idle_after
+            render(block)
+            continue
+        if item is None:
+            break
+        if isinstance(item, Exception):
+            raise item
+        feed(*item)
+        render(block)
+    return idle
+
+
+def _arrival(arrivals: tuple[list[int], list[float]], sample: int) -> float:
+    """When the speech had gone past `sample` (16 kHz); arrivals: (samples received so far, when), growing."""
+    import bisect
+
+    received, when = arrivals
+    k = bisect.bisect_right(received, sample)
+    return when[min(k, len(when) - 1)] if when else time.perf_counter()
+
+
+def console_report(result: StreamResult) -> None:
+    d = result.to_dict()
+    console.print(f"stream: {d['frames']} frames for {d['speech_seconds']:.2f} s of speech ({d['idle_seconds']:.1f} s idle) "
+                  f"in {d['seconds']:.2f} s; a2e look-ahead {d['lookahead']:.2f} s; speech-to-frame latency "
+                  f"median {d['latency_median']:.2f} s, p95 {d['latency_p95']:.2f} s, max {d['latency_max']:.2f} s")
