@@ -148,3 +148,25 @@ def tiny_hubert(tmp_path_factory):
     path = tmp_path_factory.mktemp("hubert")
     transformers.HubertModel(config).save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def bank_model(tmp_path_factory):
+    """A generated face video -> preprocess -> frame bank (+ a barely trained a2e): a model directory
+    that dubs and streams with the bank renderer (root/model), its video (root/person.mp4) and data."""
+    root = tmp_path_factory.mktemp("bank")
+    from mediagen import make_face_video
+
+    clip = make_face_video(root / "person.mp4", seconds=2.0)
+    import subprocess
+    import sys
+
+    run = lambda *a: subprocess.run([sys.executable, "-m", "realtalk_cli", "--quiet", *map(str, a)],  # noqa: E731
+                                    check=True, capture_output=True)
+    run("preprocess", clip, "-o", root / "data", "--crop-size", 64, "--val-fraction", 0)
+    run("train", "--stage", "a2e", "--data", root / "data", "--out", root / "model" / "a2e",
+        "--config", "a2e_tiny", "--steps", 2, "--val-every", 0, "--ckpt-every", 0)
+    from realtalk_cli.bank.store import build_bank
+
+    build_bank(root / "data", root / "model" / "bank")
+    return root

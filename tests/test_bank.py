@@ -2,8 +2,6 @@
 
 import json
 import shutil
-import subprocess
-import sys
 
 import cv2
 import numpy as np
@@ -90,22 +88,6 @@ def test_retrieval_plays_the_bank_on_and_crossfades():
     assert [k for k, _ in sources[4]] == [7, 4] and [k for k, _ in sources[5]] == [8, 5]
     for s in sources:
         assert abs(sum(w for _, w in s) - 1) < 1e-9
-
-
-@pytest.fixture(scope="module")
-def bank_model(tmp_path_factory):
-    """A generated face video -> preprocess -> frame bank (+ a barely trained a2e for the dub)."""
-    root = tmp_path_factory.mktemp("bank")
-    clip = make_face_video(root / "person.mp4", seconds=2.0)
-    run = lambda *a: subprocess.run([sys.executable, "-m", "realtalk_cli", "--quiet", *map(str, a)],  # noqa: E731
-                                    check=True, capture_output=True)
-    run("preprocess", clip, "-o", root / "data", "--crop-size", 64, "--val-fraction", 0)
-    run("train", "--stage", "a2e", "--data", root / "data", "--out", root / "model" / "a2e",
-        "--config", "a2e_tiny", "--steps", 2, "--val-every", 0, "--ckpt-every", 0)
-    from realtalk_cli.bank.store import build_bank
-
-    build_bank(root / "data", root / "model" / "bank")
-    return root
 
 
 def test_bank_build_and_reload(bank_model):

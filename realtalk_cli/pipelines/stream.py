@@ -158,7 +158,8 @@ class Output:
                "-f", "s16le", "-ar", str(rate), "-ac", str(channels), "-i", f"pipe:{read_audio}",
                "-c:v", "libx264", "-preset", options.preset, "-tune", "zerolatency", "-crf", str(options.crf),
                "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", f"{max(96, 64 * channels)}k", *fmt, out]
-        self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, pass_fds=(read_audio,),
+        # its own session: Ctrl-C in a terminal reaches only us, and we end the stream so the file stays valid
+        self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, pass_fds=(read_audio,), start_new_session=True,
                                       stdout=None if target == "-" else subprocess.DEVNULL, stderr=subprocess.PIPE)
         os.close(read_audio)
         self._video = self._proc.stdin
