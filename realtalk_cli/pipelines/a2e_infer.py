@@ -11,6 +11,14 @@ this is a pure cross-fade: a window's weight at its own border frame is sin^2(pi
 so where two windows disagree by d the output steps by at most ~0.01 d at a border instead of d.
 Frames covered by a single window (the first and last H of the sequence) take that window's output.
 
+Frame rate. The network only knows its own 25 Hz grid (two 50 Hz features per frame, audio/features.py:
+frame k is the face at time k / 25 s, paired with the audio of [k / 25, (k + 1) / 25)). Output at any
+other rate is made by running the network on that grid and interpolating each coefficient linearly
+to the output frame times i / fps (`predict_at_times`). We resample the expressions, not the features:
+the transformer's windows, positional code and temporal attention were learned at 25 Hz, so features
+fed at another rate would play the speech faster or slower to it, whereas expressions are smooth
+per-frame quantities that interpolate well; the network's cost also stays the same at any fps.
+
 History. The N historical expressions are drawn once per call, at random (seeded) from the valid
 tracked expressions of the source video, and shared by every window.
 
@@ -32,9 +40,28 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from realtalk_cli.audio.features import SAMPLE_RATE
 from realtalk_cli.checkpoint import load_checkpoint
 from realtalk_cli.errors import RealtalkError
 from realtalk_cli.nets.a2e import A2EConfig, A2ETransformer
+
+A2E_FPS = 25.0  # the a2e's frame grid (FEATURES_PER_FRAME features per frame)
+
+
+def a2e_frames(n_samples: int) -> int:
+    """25 Hz frames that cover `n_samples` of 16 kHz audio (at least one)."""
+    return max(1, math.ceil(n_samples * A2E_FPS / SAMPLE_RATE))
+
+
+def resample_frames(values: np.ndarray, times: np.ndarray, rate: float = A2E_FPS) -> np.ndarray:
+    """Linear interpolation of a sequence [n, C] sampled at k / rate seconds to `times` [m] (seconds);
+    times outside the sequence take its first or last value."""
+    values = np.asarray(values)
+    u = np.clip(np.asarray(times, np.float64) * rate, 0, len(values) - 1)
+    i0 = np.minimum(np.floor(u).astype(int), len(values) - 1)
+    i1 = np.minimum(i0 + 1, len(values) - 1)
+    w = (u - i0)[:, None]
+    return ((1 - w) * values[i0] + w * values[i1]).astype(values.dtype)
 
 
 def window_starts(n_frames: int, win: int, hop: int) -> list[int]:
@@ -113,6 +140,18 @@ def predict_expressions(
         preds.append(model(audio, shape_t.expand(B, -1), hist_t.expand(B, -1, -1), frame_mask.expand(B, -1)).float().cpu())
     model.train(was_training)
     return blend_windows(torch.cat(preds).numpy(), starts, n)
+
+
+def predict_at_times(
+    model: A2ETransformer,
+    features: np.ndarray | torch.Tensor,  # [2 * n, audio_dim] on the 25 Hz grid (see predict_expressions)
+    shape: np.ndarray | torch.Tensor,
+    history: np.ndarray | torch.Tensor,
+    times: np.ndarray,  # [m] seconds from the start of the audio, e.g. np.arange(n_out) / fps
+    **kw,
+) -> np.ndarray:  # [m, n_exp]
+    """Expressions at any output times: the network on its 25 Hz grid, then linear interpolation."""
+    return resample_frames(predict_expressions(model, features, shape, history, **kw), times)
 
 
 def load_a2e(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[A2ETransformer, dict]:

@@ -36,7 +36,7 @@ from realtalk_cli.face.model import FaceModel
 from realtalk_cli.face.tracker import FaceTracker, TrackerConfig, smooth_landmarks
 from realtalk_cli.fsutil import check_output_path
 from realtalk_cli.media import VideoReader, VideoWriter, load_audio, mux, probe
-from realtalk_cli.pipelines.a2e_infer import load_a2e, predict_expressions, sample_history
+from realtalk_cli.pipelines.a2e_infer import a2e_frames, load_a2e, predict_at_times, sample_history
 from realtalk_cli.pipelines.e2f_infer import E2FModel, face_masks, load_renderer, render
 from realtalk_cli.pipelines.timeline import extend_indices, frames_in_order
 from realtalk_cli.progress import console, progress
@@ -292,10 +292,11 @@ class Dubber:
         return align.transform_points(lm, transforms[s])
 
     # ---- audio -> expressions -------------------------------------------------------------------
-    def expressions(self, speech: np.ndarray, n_out: int, track: SourceTrack, seed: int = 0) -> np.ndarray:
-        feats = self.audio(speech, n=2 * n_out)
+    def expressions(self, speech: np.ndarray, n_out: int, track: SourceTrack, seed: int = 0, fps: float = 25.0) -> np.ndarray:
+        """beta_hat [n_out, n_exp] for output frames at times i / fps (the a2e runs at 25 Hz, a2e_infer)."""
+        feats = self.audio(speech, n=2 * a2e_frames(len(speech)))
         history = sample_history(track.beta, track.found, self.a2e.cfg.n_history, np.random.default_rng(seed))
-        return predict_expressions(self.a2e, feats, track.alpha, history, n_frames=n_out).astype(np.float32)
+        return predict_at_times(self.a2e, feats, track.alpha, history, np.arange(n_out) / fps).astype(np.float32)
 
     # ---- the whole job ----------------------------------------------------------------------------
     def dub(self, video: str | os.PathLike, speech: str | os.PathLike, out: str | os.PathLike,
@@ -320,10 +321,10 @@ class Dubber:
 
         track = self.track(video, DubOptions(**{**options.__dict__, "fps": fps}), info, clock)
         with clock("a2e"):
-            beta_hat = self.expressions(wav, n_out, track, options.seed)
-        if options.mouth_curve is not None:
-            self._write_mouth_curve(options.mouth_curve, beta_hat, track, extend_indices(n_out, track.n_frames, options.extend), fps)
+            beta_hat = self.expressions(wav, n_out, track, options.seed, fps)
         indices = extend_indices(n_out, track.n_frames, options.extend)
+        if options.mouth_curve is not None:
+            self._write_mouth_curve(options.mouth_curve, beta_hat, track, indices, fps)
 
         with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.stem}.") as tmp:
             silent = Path(tmp) / "video.mp4"
