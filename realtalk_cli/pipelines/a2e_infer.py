@@ -19,6 +19,13 @@ the transformer's windows, positional code and temporal attention were learned a
 fed at another rate would play the speech faster or slower to it, whereas expressions are smooth
 per-frame quantities that interpolate well; the network's cost also stays the same at any fps.
 
+Silence. The network may open the mouth on breaths or noise between words: it has seen little
+silence. `voice_activity` weighs every frame from 0 (silent) to 1 (speech) by its audio energy,
+against a threshold set below the recording's own speech level (so it follows the recording's gain),
+and `predict_at_times` blends silent frames toward the speaker's rest expression: the median tracked
+expression over the source video's own silent frames (`rest_expression`), so the lips rest as the
+source's do.
+
 History. The N historical expressions are drawn once per call, at random (seeded) from the valid
 tracked expressions of the source video, and shared by every window.
 
@@ -35,10 +42,12 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.ndimage import maximum_filter1d
 
 from realtalk_cli.audio.features import SAMPLE_RATE
 from realtalk_cli.checkpoint import load_checkpoint
@@ -62,6 +71,40 @@ def resample_frames(values: np.ndarray, times: np.ndarray, rate: float = A2E_FPS
     i1 = np.minimum(i0 + 1, len(values) - 1)
     w = (u - i0)[:, None]
     return ((1 - w) * values[i0] + w * values[i1]).astype(values.dtype)
+
+
+@dataclass
+class SilenceGate:
+    below_level_db: float = 25.0  # silent: quieter than the speech level minus this (breaths are ~25-35 dB down)
+    ramp_db: float = 6.0  # from silent to speech over this many dB above the threshold
+    level_percentile: float = 90.0  # a recording's speech level: this percentile of its frame energies
+    hold_frames: int = 1  # speech widened by this many frames each side: lips move just before and after sound
+    min_silent_frames: int = 5  # a source with fewer silent frames gives no rest expression (and no gate)
+
+
+def frame_db(wav: np.ndarray, n_frames: int, fps: float = A2E_FPS) -> np.ndarray:
+    """Mean energy in dB of each frame's audio [i / fps, (i + 1) / fps); past the end counts as silence."""
+    edges = np.minimum(np.round(np.arange(n_frames + 1) * SAMPLE_RATE / fps).astype(int), len(wav))
+    csum = np.concatenate([[0.0], np.cumsum(np.asarray(wav, np.float64) ** 2)])
+    length = np.maximum(np.round(SAMPLE_RATE / fps), 1)
+    return 10 * np.log10((csum[edges[1:]] - csum[edges[:-1]]) / length + 1e-10)
+
+
+def voice_activity(db: np.ndarray, gate: SilenceGate) -> np.ndarray:
+    """Per-frame weight in [0, 1] (0 silent, 1 speech) from frame energies of one recording."""
+    threshold = np.percentile(db, gate.level_percentile) - gate.below_level_db
+    w = np.clip((db - threshold) / gate.ramp_db, 0, 1)
+    if gate.hold_frames:
+        w = maximum_filter1d(w, 2 * gate.hold_frames + 1, mode="nearest")
+    return w
+
+
+def rest_expression(beta: np.ndarray, found: np.ndarray, audio: np.ndarray, fps: float,
+                    gate: SilenceGate) -> np.ndarray | None:
+    """The speaker's face in silence: median tracked expression over the source frames (at `fps`)
+    whose own audio is silent; None when the source has too few."""
+    silent = found & (voice_activity(frame_db(audio, len(beta), fps), gate) == 0)
+    return np.median(beta[silent], 0) if silent.sum() >= gate.min_silent_frames else None
 
 
 def window_starts(n_frames: int, win: int, hop: int) -> list[int]:
@@ -148,10 +191,18 @@ def predict_at_times(
     shape: np.ndarray | torch.Tensor,
     history: np.ndarray | torch.Tensor,
     times: np.ndarray,  # [m] seconds from the start of the audio, e.g. np.arange(n_out) / fps
+    speech: np.ndarray | None = None,  # with rest: the 16 kHz audio the features came from
+    rest: np.ndarray | None = None,  # [n_exp] expression silent frames are blended toward (rest_expression)
+    gate: SilenceGate | None = None,
     **kw,
 ) -> np.ndarray:  # [m, n_exp]
-    """Expressions at any output times: the network on its 25 Hz grid, then linear interpolation."""
-    return resample_frames(predict_expressions(model, features, shape, history, **kw), times)
+    """Expressions at any output times: the network on its 25 Hz grid, silent frames blended toward
+    the rest expression, then linear interpolation to `times`."""
+    beta = predict_expressions(model, features, shape, history, **kw)
+    if rest is not None and speech is not None:
+        w = voice_activity(frame_db(speech, len(beta)), gate or SilenceGate())[:, None]
+        beta = rest + w * (beta - rest)
+    return resample_frames(beta, times)
 
 
 def load_a2e(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[A2ETransformer, dict]:

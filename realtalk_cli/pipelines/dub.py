@@ -36,7 +36,8 @@ from realtalk_cli.face.model import FaceModel
 from realtalk_cli.face.tracker import FaceTracker, TrackerConfig, smooth_landmarks
 from realtalk_cli.fsutil import check_output_path
 from realtalk_cli.media import VideoReader, VideoWriter, load_audio, mux, probe
-from realtalk_cli.pipelines.a2e_infer import a2e_frames, load_a2e, predict_at_times, sample_history
+from realtalk_cli.pipelines.a2e_infer import (SilenceGate, a2e_frames, load_a2e, predict_at_times, rest_expression,
+                                              sample_history)
 from realtalk_cli.pipelines.e2f_infer import E2FModel, face_masks, load_renderer, render
 from realtalk_cli.pipelines.timeline import extend_indices, frames_in_order
 from realtalk_cli.progress import console, progress
@@ -292,11 +293,17 @@ class Dubber:
         return align.transform_points(lm, transforms[s])
 
     # ---- audio -> expressions -------------------------------------------------------------------
-    def expressions(self, speech: np.ndarray, n_out: int, track: SourceTrack, seed: int = 0, fps: float = 25.0) -> np.ndarray:
-        """beta_hat [n_out, n_exp] for output frames at times i / fps (the a2e runs at 25 Hz, a2e_infer)."""
+    def expressions(self, speech: np.ndarray, n_out: int, track: SourceTrack, seed: int = 0, fps: float = 25.0,
+                    source_audio: np.ndarray | None = None, gate: SilenceGate | None = SilenceGate()) -> np.ndarray:
+        """beta_hat [n_out, n_exp] for output frames at times i / fps (the a2e runs at 25 Hz, a2e_infer).
+        With the source video's own audio (and a gate), silent speech rests the lips as the source does."""
         feats = self.audio(speech, n=2 * a2e_frames(len(speech)))
         history = sample_history(track.beta, track.found, self.a2e.cfg.n_history, np.random.default_rng(seed))
-        return predict_at_times(self.a2e, feats, track.alpha, history, np.arange(n_out) / fps).astype(np.float32)
+        rest = None
+        if source_audio is not None and gate is not None:
+            rest = rest_expression(track.beta, track.found, source_audio, fps, gate)
+        return predict_at_times(self.a2e, feats, track.alpha, history, np.arange(n_out) / fps,
+                                speech=speech, rest=rest, gate=gate).astype(np.float32)
 
     # ---- the whole job ----------------------------------------------------------------------------
     def dub(self, video: str | os.PathLike, speech: str | os.PathLike, out: str | os.PathLike,
@@ -321,7 +328,8 @@ class Dubber:
 
         track = self.track(video, DubOptions(**{**options.__dict__, "fps": fps}), info, clock)
         with clock("a2e"):
-            beta_hat = self.expressions(wav, n_out, track, options.seed, fps)
+            source_audio = load_audio(video) if info.has_audio else None
+            beta_hat = self.expressions(wav, n_out, track, options.seed, fps, source_audio)
         indices = extend_indices(n_out, track.n_frames, options.extend)
         if options.mouth_curve is not None:
             self._write_mouth_curve(options.mouth_curve, beta_hat, track, indices, fps)
