@@ -52,6 +52,7 @@ from scipy.ndimage import maximum_filter1d
 from realtalk_cli.audio.features import SAMPLE_RATE
 from realtalk_cli.checkpoint import load_checkpoint
 from realtalk_cli.errors import RealtalkError
+from realtalk_cli.eval.metrics import frame_rms
 from realtalk_cli.nets.a2e import A2EConfig, A2ETransformer
 
 A2E_FPS = 25.0  # the a2e's frame grid (FEATURES_PER_FRAME features per frame)
@@ -77,17 +78,14 @@ def resample_frames(values: np.ndarray, times: np.ndarray, rate: float = A2E_FPS
 class SilenceGate:
     below_level_db: float = 25.0  # silent: quieter than the speech level minus this (breaths are ~25-35 dB down)
     ramp_db: float = 6.0  # from silent to speech over this many dB above the threshold
-    level_percentile: float = 90.0  # a recording's speech level: this percentile of its frame energies
+    level_percentile: float = 95.0  # a recording's speech level: this percentile of its frame levels (as eval's)
     hold_frames: int = 1  # speech widened by this many frames each side: lips move just before and after sound
     min_silent_frames: int = 5  # a source with fewer silent frames gives no rest expression (and no gate)
 
 
 def frame_db(wav: np.ndarray, n_frames: int, fps: float = A2E_FPS) -> np.ndarray:
-    """Mean energy in dB of each frame's audio [i / fps, (i + 1) / fps); past the end counts as silence."""
-    edges = np.minimum(np.round(np.arange(n_frames + 1) * SAMPLE_RATE / fps).astype(int), len(wav))
-    csum = np.concatenate([[0.0], np.cumsum(np.asarray(wav, np.float64) ** 2)])
-    length = np.maximum(np.round(SAMPLE_RATE / fps), 1)
-    return 10 * np.log10((csum[edges[1:]] - csum[edges[:-1]]) / length + 1e-10)
+    """Level in dB of each frame's audio [i / fps, (i + 1) / fps); past the end counts as silence."""
+    return 20 * np.log10(frame_rms(wav, n_frames, SAMPLE_RATE, fps) + 1e-5)
 
 
 def voice_activity(db: np.ndarray, gate: SilenceGate) -> np.ndarray:

@@ -1,0 +1,110 @@
+"""Cross-voice protocol (issue 11, item 2): how the a2e does on voices and rooms it never heard.
+
+An a2e trained on the first 80% of a clip (a dataset made from that part only) is driven, on the
+held-out last 20%, by
+  own          the held-out part's own audio
+  voice +-3 st the same audio with pitch and formants shifted 3 semitones up / down, timing kept
+  noise+reverb the same audio in a reverberant room (RT60 0.5 s) with white noise at 10 dB SNR
+(realtalk_cli/audio/augment.py). The ground truth in every case is the source's own mouth, tracked
+on the held-out video with the model's face model (as `dub` tracks a source). The prediction is
+posed with the tracked shape and pose, so only the expression differs. Each condition runs with the
+silence gate off and on (rest expression and history from the training part, as `dub` would take
+them from the video it dubs). Also: the training part's mean expression, a constant baseline.
+
+Metrics (realtalk_cli/eval/metrics.py): mouth-opening Pearson r, M-LMD (mean distance of the lip
+landmarks, 256 px face crop), and lip motion in silent stretches (mean |change of mouth opening|
+per frame where the own audio is silent, eval's definition; the source's value is printed too).
+
+    OMP_NUM_THREADS=1 python examples/cross_voice.py --a2e RUN/a2e --data DATASET_OF_FIRST_80 \\
+        --heldout LAST_20.mp4 [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from realtalk_cli.audio.augment import noise_reverb, shift_voice
+from realtalk_cli.data.dataset import Dataset
+from realtalk_cli.eval import metrics as M
+from realtalk_cli.media import load_audio
+from realtalk_cli.pipelines.a2e_infer import SilenceGate, load_a2e
+from realtalk_cli.pipelines.dub import Dubber, DubOptions, SourceTrack
+from realtalk_cli.pipelines.e2f_infer import E2FModel
+
+FPS = 25.0
+
+
+def conditions(audio: np.ndarray) -> dict[str, np.ndarray]:
+    return {"own": audio, "voice +3 st": shift_voice(audio, 3.0), "voice -3 st": shift_voice(audio, -3.0),
+            "noise+reverb": noise_reverb(audio, snr_db=10.0, rt60=0.5)}
+
+
+def mouth(face, alpha, beta, rho) -> tuple[np.ndarray, np.ndarray]:
+    """(mouth opening [T], landmarks [T, V, 2] in crop pixels) of expressions posed like the source."""
+    t = lambda a: torch.as_tensor(np.asarray(a, np.float32))  # noqa: E731
+    with torch.no_grad():
+        v = face.vertices(t(alpha)[None].expand(len(beta), -1), t(beta), t(rho))
+        return face.mouth_opening(v).numpy(), face.project(v).numpy()
+
+
+def score(face, held, beta, silent) -> dict[str, float]:
+    ok = held.found
+    opening, lm = mouth(face, held.alpha, beta, held.rho)
+    true_opening, true_lm = mouth(face, held.alpha, held.beta, held.rho)
+    return {"mouth_r": M.correlation(opening[ok], true_opening[ok]),
+            "m_lmd": M.lmd(lm[ok], true_lm[ok], M.MOUTH_POINTS),
+            "silent_motion": M.silent_lip_motion(opening, silent & ok)["motion"]}
+
+
+def run(a2e: Path, data: Path, heldout: Path) -> dict:
+    model, cfg = load_a2e(a2e)
+    ds = Dataset.open(data)
+    face = ds.face_model
+    if face.n_vertices != 478:
+        raise SystemExit("M-LMD needs a landmark face model (MediaPipe's 478 points)")
+    dubber = Dubber(model, E2FModel(None, face, None), cfg, torch.device("cpu"))
+    clip = ds.clips()[0]  # the training part: history and rest expression come from it
+    co, train_audio = clip.coeffs(), clip.audio()
+    n_train = len(co["beta"])
+    source = SourceTrack(n_train, 0, 0, clip.valid(), np.zeros((n_train, 2, 3)), co["alpha"], co["beta"], co["rho"], 0.0, 0)
+
+    held = dubber.track(heldout, DubOptions(fps=FPS))
+    audio = load_audio(heldout)
+    n = held.n_frames
+    silent = M.silent_frames(M.frame_rms(audio, n, 16000, FPS))
+    true_opening, _ = mouth(face, held.alpha, held.beta, held.rho)
+    rows = {"source": {"silent_motion": M.silent_lip_motion(true_opening, silent & held.found)["motion"]},
+            "mean expression": score(face, held, np.tile(co["beta"][clip.valid()].mean(0), (n, 1)), silent)}
+    for name, wav in conditions(audio).items():
+        for gate in (False, True):
+            beta = dubber.expressions(wav, n, source, seed=0, fps=FPS, source_audio=train_audio if gate else None,
+                                      gate=SilenceGate() if gate else None)
+            rows[f"{name}{' + gate' if gate else ''}"] = score(face, held, beta, silent)
+    return {"a2e": str(a2e), "heldout": str(heldout), "frames": n, "silent_frames": int(silent.sum()), "rows": rows}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--a2e", type=Path, required=True, help="a2e checkpoint or run directory")
+    ap.add_argument("--data", type=Path, required=True, help="the dataset it was trained on (the first 80%%)")
+    ap.add_argument("--heldout", type=Path, required=True, help="video of the held-out last 20%%")
+    ap.add_argument("--json", type=Path, help="also write the numbers here")
+    a = ap.parse_args()
+    result = run(a.a2e, a.data, a.heldout)
+    print(f"{a.heldout.name}: {result['frames']} frames, {result['silent_frames']} silent")
+    print(f"{'condition':<24}{'mouth r':>9}{'M-LMD px':>10}{'silent motion':>15}")
+    fmt = lambda v: "-" if v is None or not np.isfinite(v) else f"{v:.3f}"  # noqa: E731
+    for name, m in result["rows"].items():
+        print(f"{name:<24}{fmt(m.get('mouth_r')):>9}{fmt(m.get('m_lmd')):>10}{fmt(m.get('silent_motion')):>15}")
+    if a.json:
+        a.json.write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
