@@ -115,9 +115,7 @@ def test_mouth_moves_at_each_click_at_any_frame_rate(dubber, trained, fps, tmp_p
 
 
 def test_dub_fps_source_keeps_the_rate_and_the_sync(trained, tmp_path):
-    # no audio track: the astronaut's tracked rest face means nothing to a model of synthetic faces,
-    # so the silence gate (tested above) stays off and the curve shows the network's timing alone
-    video = make_face_video(tmp_path / "v30.mp4", seconds=2.0, fps=30, audio=False)
+    video = make_face_video(tmp_path / "v30.mp4", seconds=2.0, fps=30)
     seconds, clicks = 1.37, np.array([0.4, 0.95])
     speech = tmp_path / "speech.wav"
     sf.write(str(speech), bursts(clicks, seconds), SR, subtype="FLOAT")
@@ -145,8 +143,8 @@ def test_voice_activity_follows_the_recordings_own_level():
 
 
 def test_lips_rest_in_silence_and_on_breath_noise(dubber, trained):
-    """Speech (tone), breaths (noise 30 dB below it) and near-silence: with the source's own audio
-    the mouth stays at the source's silent opening except on speech."""
+    """Speech (tone), breaths (noise 30 dB below it) and near-silence: with the gate (dub
+    --rest-in-silence) the mouth stays at the source's silent opening except on speech."""
     clip = trained[1].clips()[0]
     track = source_track(trained[1], 25)
     t = np.arange(4 * SR) / SR
@@ -156,7 +154,7 @@ def test_lips_rest_in_silence_and_on_breath_noise(dubber, trained):
     x = (0.8 * speech * np.sin(2 * np.pi * 220 * t) + 0.025 * breath * rng.standard_normal(len(t))
          + 0.002 * rng.standard_normal(len(t))).astype(np.float32)
     ungated = mouth_opening(dubber, track, dubber.expressions(x, 100, track, gate=None))
-    gated = mouth_opening(dubber, track, dubber.expressions(x, 100, track, source_audio=clip.audio()))
+    gated = mouth_opening(dubber, track, dubber.expressions(x, 100, track, source_audio=clip.audio(), gate=SilenceGate()))
     source = mouth_opening(dubber, track, track.beta)
     source_silent = source[voice_activity(frame_db(clip.audio(), len(source)), SilenceGate()) == 0]
     tt = np.arange(100) / 25

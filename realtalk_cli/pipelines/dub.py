@@ -58,6 +58,7 @@ class DubOptions:
     seed: int = 0                     # history sampling
     feather: float = 0.04             # paste-back edge softness, as a fraction of the crop side
     mouth_curve: Path | None = None   # also write the predicted mouth opening per frame (for `realtalk eval`)
+    rest_in_silence: bool = False     # blend silent frames toward the source's rest face (a2e_infer.SilenceGate)
 
 
 @dataclass
@@ -294,7 +295,7 @@ class Dubber:
 
     # ---- audio -> expressions -------------------------------------------------------------------
     def expressions(self, speech: np.ndarray, n_out: int, track: SourceTrack, seed: int = 0, fps: float = 25.0,
-                    source_audio: np.ndarray | None = None, gate: SilenceGate | None = SilenceGate()) -> np.ndarray:
+                    source_audio: np.ndarray | None = None, gate: SilenceGate | None = None) -> np.ndarray:
         """beta_hat [n_out, n_exp] for output frames at times i / fps (the a2e runs at 25 Hz, a2e_infer).
         With the source video's own audio (and a gate), silent speech rests the lips as the source does."""
         feats = self.audio(speech, n=2 * a2e_frames(len(speech)))
@@ -328,8 +329,9 @@ class Dubber:
 
         track = self.track(video, DubOptions(**{**options.__dict__, "fps": fps}), info, clock)
         with clock("a2e"):
-            source_audio = load_audio(video) if info.has_audio else None
-            beta_hat = self.expressions(wav, n_out, track, options.seed, fps, source_audio)
+            gate = SilenceGate() if options.rest_in_silence and info.has_audio else None
+            source_audio = load_audio(video) if gate else None
+            beta_hat = self.expressions(wav, n_out, track, options.seed, fps, source_audio, gate)
         indices = extend_indices(n_out, track.n_frames, options.extend)
         if options.mouth_curve is not None:
             self._write_mouth_curve(options.mouth_curve, beta_hat, track, indices, fps)
