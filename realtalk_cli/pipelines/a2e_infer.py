@@ -105,6 +105,15 @@ def rest_expression(beta: np.ndarray, found: np.ndarray, audio: np.ndarray, fps:
     return np.median(beta[silent], 0) if silent.sum() >= gate.min_silent_frames else None
 
 
+def normalize_utterance(features: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:
+    """Each feature dimension z-scored over the whole utterance (or over `reference`, a part of it):
+    removes the level, the microphone and some of the voice's timbre (log-mel: cepstral mean and
+    variance normalisation)."""
+    f = np.asarray(features, np.float32)
+    ref = f if reference is None else np.asarray(reference, np.float32)
+    return (f - ref.mean(0)) / np.maximum(ref.std(0), 1e-3)
+
+
 def window_starts(n_frames: int, win: int, hop: int) -> list[int]:
     """First frames of the windows covering [0, n_frames); the last window ends at n_frames."""
     if n_frames <= win:
@@ -158,6 +167,8 @@ def predict_expressions(
     cfg = model.cfg
     T = cfg.n_frames
     device = next(model.parameters()).device
+    if cfg.utterance_norm:
+        features = normalize_utterance(features)
     feats = torch.as_tensor(np.asarray(features), dtype=torch.float32)
     n = len(feats) // 2 if n_frames is None else int(n_frames)
     if n <= 0 or len(feats) == 0:
