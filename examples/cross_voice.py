@@ -9,7 +9,9 @@ held-out last 20%, by
 on the held-out video with the model's face model (as `dub` tracks a source). The prediction is
 posed with the tracked shape and pose, so only the expression differs. Each condition runs with the
 silence gate off and on (rest expression and history from the training part, as `dub` would take
-them from the video it dubs). Also: the training part's mean expression, a constant baseline.
+them from the video it dubs). Also: the training part's mean expression, a constant baseline, and
+the ridge regression of docs/experiments/a2e.md (examples/a2e_eval.py) fitted on the training part
+and driven by the same audio.
 
 Metrics (realtalk_cli/eval/metrics.py): mouth-opening Pearson r, M-LMD (mean distance of the lip
 landmarks, 256 px face crop), and lip motion in silent stretches (mean |change of mouth opening|
@@ -17,6 +19,7 @@ per frame where the own audio is silent, eval's definition; the source's value i
 
     OMP_NUM_THREADS=1 python examples/cross_voice.py --a2e RUN/a2e --data DATASET_OF_FIRST_80 \\
         --heldout LAST_20.mp4 [--json out.json]
+    python examples/cross_voice.py --table runs/*/<variant>[_s1].json ...   # markdown, mean over seeds
 """
 
 from __future__ import annotations
@@ -33,9 +36,13 @@ from realtalk_cli.audio.augment import noise_reverb, shift_voice
 from realtalk_cli.data.dataset import Dataset
 from realtalk_cli.eval import metrics as M
 from realtalk_cli.media import load_audio
-from realtalk_cli.pipelines.a2e_infer import SilenceGate, load_a2e
+from realtalk_cli.pipelines.a2e_infer import SilenceGate, load_a2e, normalize_utterance
 from realtalk_cli.pipelines.dub import Dubber, DubOptions, SourceTrack
 from realtalk_cli.pipelines.e2f_infer import E2FModel
+from realtalk_cli.train.a2e_task import ClipArrays
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from a2e_eval import ridge_predictor  # noqa: E402 (the linear audio model of docs/experiments/a2e.md)
 
 FPS = 25.0
 
@@ -62,6 +69,14 @@ def score(face, held, beta, silent) -> dict[str, float]:
             "silent_motion": M.silent_lip_motion(opening, silent & ok)["motion"]}
 
 
+def ridge(co: dict, train_features: np.ndarray, valid: np.ndarray, features: np.ndarray) -> np.ndarray:
+    """Ridge fitted on the training part, applied to other features [2n, F] (a clip = both, back to back)."""
+    n0, n = len(co["beta"]), len(features) // 2
+    c = ClipArrays("ridge", co["alpha"], np.concatenate([co["beta"], np.zeros((n, co["beta"].shape[1]))]), None,
+                   np.concatenate([train_features, features]), np.concatenate([valid, np.ones(n, bool)]), (0, n0), (n0, n0 + n))
+    return ridge_predictor(c)
+
+
 def run(a2e: Path, data: Path, heldout: Path) -> dict:
     model, cfg = load_a2e(a2e)
     ds = Dataset.open(data)
@@ -86,16 +101,51 @@ def run(a2e: Path, data: Path, heldout: Path) -> dict:
             beta = dubber.expressions(wav, n, source, seed=0, fps=FPS, source_audio=train_audio if gate else None,
                                       gate=SilenceGate() if gate else None)
             rows[f"{name}{' + gate' if gate else ''}"] = score(face, held, beta, silent)
+        feats = dubber.audio(wav, n=2 * n)
+        rows[f"ridge, {name}"] = score(face, held, ridge(co, clip.audio_features(), clip.valid(), feats), silent)
+        rows[f"ridge+norm, {name}"] = score(face, held, ridge(co, normalize_utterance(clip.audio_features()), clip.valid(),
+                                                              normalize_utterance(feats)), silent)
     return {"a2e": str(a2e), "heldout": str(heldout), "frames": n, "silent_frames": int(silent.sum()), "rows": rows}
+
+
+TABLE_ROWS = ("own", "voice +3 st", "voice -3 st", "noise+reverb")
+
+
+def table(paths: list[Path]) -> str:
+    """Markdown: one row per (variant, clip), the mean of its seeds (files <variant>.json, <variant>_s<k>.json)."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for p in paths:
+        r = json.loads(p.read_text())
+        variant, clip = p.stem.split("_s")[0], Path(r["heldout"]).name.split("_heldout")[0]
+        groups.setdefault((variant, clip), []).append(r["rows"])
+        for ridge_kind in ("ridge", "ridge+norm"):  # deterministic: once per clip, from the baseline's file
+            if variant == "a2e" and f"{ridge_kind}, own" in r["rows"]:
+                groups.setdefault((ridge_kind, clip), [{k: r["rows"][f"{ridge_kind}, {k}"] for k in TABLE_ROWS}])
+    head = ["variant", "clip", "seeds"] + [f"r {c}" for c in TABLE_ROWS] + ["M-LMD own", "M-LMD noise", "silent motion own (source)", "r own + gate"]
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    mean = lambda rows, key, m: np.mean([r[key][m] if key in r else np.nan for r in rows])  # noqa: E731
+    for (variant, clip), rows in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        cells = [variant, clip, str(len(rows))] + [f"{mean(rows, c, 'mouth_r'):.2f}" for c in TABLE_ROWS]
+        cells += [f"{mean(rows, 'own', 'm_lmd'):.2f}", f"{mean(rows, 'noise+reverb', 'm_lmd'):.2f}",
+                  f"{mean(rows, 'own', 'silent_motion'):.3f} ({mean(rows, 'source', 'silent_motion'):.3f})",
+                  f"{mean(rows, 'own + gate', 'mouth_r'):.2f}"]
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--a2e", type=Path, required=True, help="a2e checkpoint or run directory")
-    ap.add_argument("--data", type=Path, required=True, help="the dataset it was trained on (the first 80%%)")
-    ap.add_argument("--heldout", type=Path, required=True, help="video of the held-out last 20%%")
+    ap.add_argument("--a2e", type=Path, help="a2e checkpoint or run directory")
+    ap.add_argument("--data", type=Path, help="the dataset it was trained on (the first 80%%)")
+    ap.add_argument("--heldout", type=Path, help="video of the held-out last 20%%")
     ap.add_argument("--json", type=Path, help="also write the numbers here")
+    ap.add_argument("--table", type=Path, nargs="+", help="instead: summarise these --json files as a markdown table")
     a = ap.parse_args()
+    if a.table:
+        print(table(a.table))
+        return
+    if not (a.a2e and a.data and a.heldout):
+        ap.error("--a2e, --data and --heldout are needed (or --table)")
     result = run(a.a2e, a.data, a.heldout)
     print(f"{a.heldout.name}: {result['frames']} frames, {result['silent_frames']} silent")
     print(f"{'condition':<24}{'mouth r':>9}{'M-LMD px':>10}{'silent motion':>15}")
