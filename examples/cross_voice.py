@@ -28,6 +28,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -38,7 +39,6 @@ from realtalk_cli.eval import metrics as M
 from realtalk_cli.media import load_audio
 from realtalk_cli.pipelines.a2e_infer import SilenceGate, load_a2e, normalize_utterance
 from realtalk_cli.pipelines.dub import Dubber, DubOptions, SourceTrack
-from realtalk_cli.pipelines.e2f_infer import E2FModel
 from realtalk_cli.train.a2e_task import ClipArrays
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -83,7 +83,8 @@ def run(a2e: Path, data: Path, heldout: Path) -> dict:
     face = ds.face_model
     if face.n_vertices != 478:
         raise SystemExit("M-LMD needs a landmark face model (MediaPipe's 478 points)")
-    dubber = Dubber(model, E2FModel(None, face, None), cfg, torch.device("cpu"))
+    # only tracking and the a2e are used: the renderer slot needs nothing but the face model
+    dubber = Dubber(model, SimpleNamespace(face=face), cfg, torch.device("cpu"))
     clip = ds.clips()[0]  # the training part: history and rest expression come from it
     co, train_audio = clip.coeffs(), clip.audio()
     n_train = len(co["beta"])
