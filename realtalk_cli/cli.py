@@ -161,6 +161,7 @@ def dub(
     backend: str = typer.Option("torch", "--backend", help="torch, or onnx (run `realtalk export` first; CUDA/TensorRT when present)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
     seed: int = typer.Option(0, "--seed", help="Seed for picking the historical expressions from the source video."),
+    rest_in_silence: bool = typer.Option(False, "--rest-in-silence", help="Hold the lips at the source's rest face where the speech is silent (off: it lowered held-out mouth correlation, docs/experiments/sync.md)."),
 ):
     """Dub a video: re-sync the lips, jaw and lower face to new speech (the main job)."""
     from realtalk_cli.device import resolve_device
@@ -221,7 +222,8 @@ def dub(
         if model_dir not in dubbers:
             dubbers[model_dir] = d.Dubber.from_pretrained(model_dir, device, backend, renderer)
         options = d.DubOptions(fps=rate, extend=extend, face_index=face_index, bbox=box, batch_size=batch_size,
-                               crf=crf, preset=preset, preview=preview, overwrite=overwrite, seed=seed, mouth_curve=mouth_curve, drive=drive)
+                               crf=crf, preset=preset, preview=preview, overwrite=overwrite, seed=seed, mouth_curve=mouth_curve,
+                               drive=drive, rest_in_silence=rest_in_silence)
         result = dubbers[model_dir].dub(v, s, o, options)
         if not OPTIONS.quiet:
             _print_summary(result)

@@ -5,7 +5,11 @@ with Hann weights. Here window s runs as soon as the audio reaches the end of it
 frame for the mel window's overhang); frames [s, s + H) are then final, because no later window
 touches them. So the look-ahead is T + 1 frames (0.68 s for the paper's T = 16 at 25 fps) and every
 frame equals the offline one, except the last < H frames: offline ends on a window moved back to the
-last frame, which a stream cannot know in advance.
+last frame, which a stream cannot know in advance. The offline dub therefore computes its expressions
+with this class too (`expressions_25hz`), and a whole file streamed gives the offline dub frame for frame.
+
+A model trained with per-utterance feature normalisation (A2EConfig.utterance_norm) needs the whole
+utterance's statistics: offline it gets them; live, the statistics of the speech heard so far.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import numpy as np
 import torch
 
 from realtalk_cli.audio.features import FEATURES_PER_FRAME, SAMPLE_RATE
-from realtalk_cli.pipelines.a2e_infer import window_weights
+from realtalk_cli.pipelines.a2e_infer import a2e_frames, predict_expressions, window_weights
 
 SAMPLES_PER_FRAME = SAMPLE_RATE // 25
 
@@ -35,6 +39,7 @@ class StreamingA2E:
         self._next = 0                   # start frame of the next window
         self._prev: np.ndarray | None = None  # the previous window's prediction [T, n_exp]
         self.emitted = 0                 # frames handed out so far
+        self._stats: np.ndarray | None = None  # features seen so far (utterance_norm models only)
 
     @property
     def lookahead_frames(self) -> int:
@@ -44,6 +49,10 @@ class StreamingA2E:
         a = SAMPLES_PER_FRAME * (s - 1) - self._base
         piece = self._buf[a:a + SAMPLES_PER_FRAME * (self.T + 2)]
         feats = self.frontend(piece, n=FEATURES_PER_FRAME * (self.T + 2))[2:2 + FEATURES_PER_FRAME * self.T]
+        if self.model.cfg.utterance_norm:  # the statistics of the speech so far (its first half window new)
+            fresh = feats if s == 0 else feats[-FEATURES_PER_FRAME * self.H:]
+            self._stats = fresh if self._stats is None else np.concatenate([self._stats, fresh])
+            feats = (feats - self._stats.mean(0)) / np.maximum(self._stats.std(0), 1e-3)
         audio = torch.as_tensor(feats, device=self._alpha.device)[None]
         with torch.no_grad():
             return self.model(audio, self._alpha, self._history, self._mask).float().cpu().numpy()[0]
@@ -94,3 +103,13 @@ class StreamingA2E:
         out = np.concatenate(parts).astype(np.float32)
         self.emitted += len(out)
         return out
+
+
+def expressions_25hz(model, frontend, alpha: np.ndarray, history: np.ndarray, speech: np.ndarray) -> np.ndarray:
+    """The a2e over a whole speech on its 25 Hz grid, computed as a live stream computes it, so that
+    offline and live dubs agree; with per-utterance normalisation, offline takes the whole utterance."""
+    n = a2e_frames(len(speech))
+    if model.cfg.utterance_norm:
+        return predict_expressions(model, frontend(speech, n=FEATURES_PER_FRAME * n), alpha, history, n_frames=n)
+    stream = StreamingA2E(model, frontend, alpha, history)
+    return np.concatenate([stream.push(speech), stream.finish(n)])

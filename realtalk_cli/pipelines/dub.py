@@ -27,11 +27,12 @@ from realtalk_cli.errors import RealtalkError
 from realtalk_cli.face import align
 from realtalk_cli.face.model import FaceModel
 from realtalk_cli.fsutil import check_output_path
+from realtalk_cli.inference.a2e_stream import expressions_25hz
 from realtalk_cli.inference.models import load_models
 from realtalk_cli.inference.threads import Worker, prefetch
 from realtalk_cli.inference.track import SourceTrack, SourceTracker
 from realtalk_cli.media import VideoReader, VideoWriter, load_audio, mux, probe
-from realtalk_cli.pipelines.a2e_infer import predict_expressions, sample_history
+from realtalk_cli.pipelines.a2e_infer import SilenceGate, rest_and_resample, rest_expression, sample_history
 from realtalk_cli.pipelines.timeline import extend_indices, frames_in_order
 from realtalk_cli.progress import Clock, progress
 
@@ -50,6 +51,7 @@ class DubOptions:
     mouth_curve: Path | None = None   # also write the predicted mouth opening per frame (for `realtalk eval`)
     drive: str = "audio"              # "audio": a2e from the speech; "tracked": the video's own expressions
     preset: str = "veryfast"          # x264 preset: faster ones (superfast, ultrafast) encode faster, bigger files
+    rest_in_silence: bool = False     # blend silent frames toward the source's rest face (a2e_infer.SilenceGate)
 
 
 DRIVES = ("audio", "tracked")
@@ -108,10 +110,16 @@ class Dubber:
         return self.tracker(video, options.fps, options.face_index, options.bbox, info, clock)
 
     # ---- audio -> expressions -------------------------------------------------------------------
-    def expressions(self, speech: np.ndarray, n_out: int, track: SourceTrack, seed: int = 0) -> np.ndarray:
-        feats = self.audio(speech, n=2 * n_out)
+    def expressions(self, speech: np.ndarray, n_out: int, track: SourceTrack, seed: int = 0, fps: float = 25.0,
+                    source_audio: np.ndarray | None = None, gate: SilenceGate | None = None) -> np.ndarray:
+        """beta_hat [n_out, n_exp] for output frames at times i / fps (the a2e runs at 25 Hz, a2e_infer).
+        With the source video's own audio (and a gate), silent speech rests the lips as the source does."""
         history = sample_history(track.beta, track.found, self.a2e.cfg.n_history, np.random.default_rng(seed))
-        return predict_expressions(self.a2e, feats, track.alpha, history, n_frames=n_out).astype(np.float32)
+        beta = expressions_25hz(self.a2e, self.audio, track.alpha, history, speech)  # as `realtalk stream` does
+        rest = None
+        if source_audio is not None and gate is not None:
+            rest = rest_expression(track.beta, track.found, source_audio, fps, gate)
+        return rest_and_resample(beta, np.arange(n_out) / fps, speech, rest, gate).astype(np.float32)
 
     # ---- the whole job ----------------------------------------------------------------------------
     def dub(self, video: str | os.PathLike, speech: str | os.PathLike, out: str | os.PathLike,
@@ -140,7 +148,9 @@ class Dubber:
             if options.drive == "tracked":  # the renderer alone, asked for the expressions the video shows
                 beta_hat = track.beta[indices]
             else:
-                beta_hat = self.expressions(wav, n_out, track, options.seed)
+                gate = SilenceGate() if options.rest_in_silence and info.has_audio else None
+                source_audio = load_audio(video) if gate else None
+                beta_hat = self.expressions(wav, n_out, track, options.seed, fps, source_audio, gate)
         if options.mouth_curve is not None:
             self._write_mouth_curve(options.mouth_curve, beta_hat, track, indices, fps)
 

@@ -27,7 +27,7 @@ import torch
 from realtalk_cli.data.dataset import Dataset
 from realtalk_cli.errors import RealtalkError, UsageError
 from realtalk_cli.nets.a2e import A2EConfig, A2ETransformer
-from realtalk_cli.pipelines.a2e_infer import history_indices, predict_expressions, sample_history
+from realtalk_cli.pipelines.a2e_infer import history_indices, normalize_utterance, predict_expressions, sample_history
 from realtalk_cli.train.trainer import Task, TrainerConfig, unwrap
 
 
@@ -42,6 +42,12 @@ class A2ETaskConfig:
     split_end: float = 1.0  # with split_frames: frames [f, split_end) are held out; < 1 keeps the tail
     # unseen (an inner validation split for choosing settings without touching the test frames)
     history_seed: int = 0  # seed of the held-out history draw (validation is deterministic)
+    # augmentation: a training window reads, with probability `augment`, the features of an altered
+    # copy of its clip's audio, timing kept (audio/augment.py): each voice shift in semitones, and
+    # noise + reverb at each SNR; the copies are made once, when the task starts
+    augment: float = 0.0
+    augment_semitones: tuple[float, ...] = (-4.0, -2.0, 2.0, 4.0)
+    augment_snr_db: tuple[float, ...] = (10.0, 20.0)
 
 
 def default_config() -> dict:
@@ -173,7 +179,9 @@ class A2ETask(Task):
         unknown = set(tc) - {f.name for f in fields(A2ETaskConfig)}
         if unknown:
             raise UsageError(f"unknown a2e task config keys: {', '.join(sorted(unknown))}")
-        self.tc = A2ETaskConfig(**{**tc, "betas": tuple(tc.get("betas", (0.95, 0.999)))})
+        self.tc = A2ETaskConfig(**{**tc, "betas": tuple(tc.get("betas", (0.95, 0.999))),
+                                   "augment_semitones": tuple(tc.get("augment_semitones", A2ETaskConfig.augment_semitones)),
+                                   "augment_snr_db": tuple(tc.get("augment_snr_db", A2ETaskConfig.augment_snr_db))})
         self.ds = Dataset.open(data)
         self.face = self.ds.face_model.to(device).eval()
         self.clips = load_clips(self.ds, self.tc.split_frames, self.tc.split_end)
@@ -193,7 +201,13 @@ class A2ETask(Task):
         # All training arrays live on the device, concatenated; a batch is a gather.
         self.offsets = np.cumsum([0] + [len(c.beta) for c in self.clips])
         cat = lambda xs: torch.as_tensor(np.concatenate(xs), dtype=torch.float32, device=device)  # noqa: E731
-        self.features = cat([c.features for c in self.clips])
+        versions = [[c.features for c in self.clips]] + self._augmented_features()
+        if self.model_cfg.utterance_norm:  # each clip is an utterance (its training part sets the scale)
+            versions = [[self._normalize(c, f) for c, f in zip(self.clips, v)] for v in versions]
+            for c, f in zip(self.clips, versions[0]):
+                c.features = f
+        self.versions = torch.stack([cat(v) for v in versions])  # [K, total features, F]; K - 1 altered copies
+        self.features = self.versions[0]
         self.beta, self.rho = cat([c.beta for c in self.clips]), cat([c.rho for c in self.clips])
         self.alpha = cat([c.alpha[None] for c in self.clips])
         self.region = self.face.groups["mouth_region"].to(device)
@@ -201,6 +215,24 @@ class A2ETask(Task):
         model = A2ETransformer(self.model_cfg)
         model.set_stats(*self._training_stats())
         self.models = {"a2e": model.to(device)}
+
+    def _augmented_features(self) -> list[list[np.ndarray]]:
+        """Features of each altered copy of every clip's audio (none without augmentation)."""
+        if self.tc.augment <= 0:
+            return []
+        from realtalk_cli.audio.augment import noise_reverb, shift_voice
+        from realtalk_cli.audio.features import AudioFrontEnd
+
+        front = AudioFrontEnd(self.ds.config["features"], self.device)
+        audio = {c.name: c.audio() for c in self.ds.clips()}
+        alter = [lambda x, s=s: shift_voice(x, s) for s in self.tc.augment_semitones]
+        alter += [lambda x, r=r: noise_reverb(x, snr_db=r, seed=int(r)) for r in self.tc.augment_snr_db]
+        return [[front(f(audio[c.name]), n=len(c.features)) for c in self.clips] for f in alter]
+
+    @staticmethod
+    def _normalize(c: ClipArrays, features: np.ndarray) -> np.ndarray:
+        lo, hi = c.train if c.train is not None else (0, len(c.beta))
+        return normalize_utterance(features, features[2 * lo : 2 * hi])
 
     def _training_stats(self):
         """(mean, std) of audio features, shapes and expressions over the training frames."""
@@ -229,6 +261,8 @@ class A2ETask(Task):
         first = self.offsets[rows[:, 0]] + rows[:, 1]  # global index of each window's first frame
         frames = first[:, None] + np.arange(T)
         feats = 2 * first[:, None] + np.arange(2 * T)
+        version = np.where(rng.random(B) < self.tc.augment, rng.integers(1, len(self.versions), size=B), 0) \
+            if len(self.versions) > 1 else np.zeros(B, np.int64)
         history = np.empty((B, N), np.int64)
         for b, (ci, start) in enumerate(rows):
             c = self.clips[ci]
@@ -238,7 +272,7 @@ class A2ETask(Task):
             history[b] = self.offsets[ci] + history_indices(pool if pool.any() else c.valid, N, rng)
         idx = lambda a: torch.as_tensor(a, device=self.device)  # noqa: E731
         return {
-            "audio": self.features[idx(feats)],
+            "audio": self.versions[idx(version)[:, None], idx(feats)],
             "alpha": self.alpha[idx(rows[:, 0])],
             "history": self.beta[idx(history)],
             "beta": self.beta[idx(frames)],

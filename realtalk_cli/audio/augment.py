@@ -1,0 +1,69 @@
+"""Other voices and other rooms from one recording, with the timing kept (16 kHz mono float audio).
+
+shift_voice   pitch and formants moved together by `semitones`: a WSOLA time stretch by
+              r = 2^(semitones / 12), then resampling by 1 / r (played r times faster), so the length
+              and the time of every sound are those of the input; a different-sounding speaker
+              (higher or lower voice and vocal tract) saying the same thing at the same moments.
+noise_reverb  a synthetic room (exponentially decaying noise tail after the direct sound, no
+              pre-delay, so nothing moves earlier or later) plus white noise at a given SNR.
+
+Used to test an a2e on voices it never heard (examples/cross_voice.py).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import soxr
+from scipy.signal import correlate, fftconvolve
+
+from realtalk_cli.audio.features import SAMPLE_RATE
+
+
+def time_stretch(wav: np.ndarray, factor: float, win: int = 512, tolerance: int = 160) -> np.ndarray:
+    """WSOLA: `factor` times longer (> 1) or shorter, pitch unchanged. Output frames of `win` samples
+    every win / 2 are cut from the input near their nominal time (within +- tolerance samples) where
+    they best continue the previous frame, so the waveform stays coherent (no phasiness)."""
+    wav = np.asarray(wav, np.float64)
+    hop = win // 2
+    window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(win) / win)  # periodic Hann: overlaps sum to 1
+    n_out = int(round(len(wav) * factor))
+    pad = tolerance + win + int(hop / factor) + 1
+    x = np.pad(wav, (tolerance, pad))  # input sample i is x[tolerance + i]
+    out = np.zeros(n_out + win)
+    prev = -hop  # input start of the previous frame (the first frame takes its nominal place)
+    for j in range(n_out // hop + 1):
+        nominal = int(j * hop / factor)
+        if j == 0:
+            pos = nominal
+        else:
+            follow = x[tolerance + prev + hop : tolerance + prev + hop + win]  # what would continue it
+            region = x[nominal : nominal + 2 * tolerance + win]  # starts nominal - tolerance .. + tolerance
+            pos = nominal - tolerance + int(np.argmax(correlate(region, follow, mode="valid")))
+        out[j * hop : j * hop + win] += window * x[tolerance + pos : tolerance + pos + win]
+        prev = pos
+    return out[:n_out]
+
+
+def _fit_length(x: np.ndarray, n: int) -> np.ndarray:
+    return np.pad(x[:n], (0, max(0, n - len(x)))).astype(np.float32)
+
+
+def shift_voice(wav: np.ndarray, semitones: float) -> np.ndarray:
+    """Pitch and formants shifted by `semitones`, same length and timing (see the module docstring)."""
+    r = 2.0 ** (semitones / 12)
+    stretched = time_stretch(np.asarray(wav, np.float64), r)
+    return _fit_length(soxr.resample(stretched, SAMPLE_RATE * r, SAMPLE_RATE), len(wav))
+
+
+def noise_reverb(wav: np.ndarray, snr_db: float = 10.0, rt60: float = 0.5, drr_db: float = 0.0,
+                 seed: int = 0) -> np.ndarray:
+    """Reverberant room (RT60 seconds, direct-to-reverberant ratio drr_db) plus white noise at snr_db
+    below the reverberant speech's mean power."""
+    rng = np.random.default_rng(seed)
+    wav = np.asarray(wav, np.float64)
+    t = np.arange(1, int(rt60 * SAMPLE_RATE)) / SAMPLE_RATE
+    tail = rng.standard_normal(len(t)) * 10 ** (-3 * t / rt60)  # 60 dB down after rt60
+    tail *= 10 ** (-drr_db / 20) / np.sqrt((tail ** 2).sum())
+    wet = fftconvolve(wav, np.concatenate([[1.0], tail]))[: len(wav)]
+    noise = rng.standard_normal(len(wav)) * np.sqrt((wet ** 2).mean() * 10 ** (-snr_db / 10))
+    return (wet + noise).astype(np.float32)
