@@ -1,18 +1,18 @@
 """A speaker-robust a2e for little data: per-utterance feature normalisation and audio augmentation."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from conftest import make_tiny_dataset
+from realtalk_cli.configs import config_path
 from realtalk_cli.nets.a2e import A2EConfig, A2ETransformer
 from realtalk_cli.pipelines.a2e_infer import predict_expressions
 from realtalk_cli.train.a2e_task import build_task, default_config
 from realtalk_cli.train.run import merge
 
-TINY = json.loads((Path(__file__).resolve().parents[1] / "models" / "configs" / "a2e_tiny.json").read_text())
+TINY = json.loads(config_path("a2e_tiny").read_text())
 
 
 def test_utterance_norm_ignores_level_and_channel():

@@ -22,15 +22,15 @@ from realtalk_cli.media import VideoReader, probe
 from realtalk_cli.pipelines.a2e_infer import SilenceGate, frame_db, resample_frames, voice_activity
 from realtalk_cli.pipelines.dub import Dubber, SourceTrack
 from realtalk_cli.pipelines.evaluate import read_mouth_curve
+from realtalk_cli.configs import config_path
 from realtalk_cli.train.run import train
 
-CONFIGS = Path(__file__).resolve().parents[1] / "models" / "configs"
 SR = 16000
 CLICKS = np.array([0.5, 1.3, 2.05, 2.9, 3.62])  # seconds; on and off the 25 Hz grid
 
 
 def _config(tmp: Path, stage: str, steps: int) -> Path:
-    cfg = json.loads((CONFIGS / f"{stage}_tiny.json").read_text())
+    cfg = json.loads(config_path(f"{stage}_tiny").read_text())
     cfg["trainer"].update(steps=steps, val_every=0, ckpt_every=0)
     path = tmp / f"{stage}.json"
     path.write_text(json.dumps(cfg))

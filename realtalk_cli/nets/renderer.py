@@ -63,7 +63,7 @@ class RendererConfig:
 
 
 def load_json_config(path: str | Path) -> dict:
-    """A run config from models/configs/*.json: {"model": {...}, "mask": {...}, "task": {...}, ...}."""
+    """A run config from realtalk_cli/configs/*.json: {"model": {...}, "mask": {...}, "task": {...}, ...}."""
     return json.loads(Path(path).read_text())
 
 

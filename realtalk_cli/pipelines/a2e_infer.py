@@ -214,7 +214,7 @@ def rest_and_resample(beta: np.ndarray, times: np.ndarray, speech: np.ndarray | 
     """25 Hz expressions [n, n_exp] -> at `times`, silent frames (of `speech`) blended toward `rest` first."""
     if rest is not None and speech is not None:
         w = voice_activity(frame_db(speech, len(beta)), gate or SilenceGate())[:, None]
-        beta = rest + w * (beta - rest)
+        beta = np.where(w < 1, rest + w * (beta - rest), beta)  # speech frames exactly as predicted
     return resample_frames(beta, times)
 
 
