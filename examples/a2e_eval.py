@@ -23,7 +23,7 @@ import torch
 
 from realtalk_cli.data.dataset import Dataset
 from realtalk_cli.nets.a2e import A2EConfig, A2ETransformer
-from realtalk_cli.pipelines.a2e_infer import load_a2e
+from realtalk_cli.inference.a2e import load_a2e
 from realtalk_cli.train.a2e_task import evaluate_heldout, load_clips, predict_heldout
 
 FEATURES_PER_SECOND = 50

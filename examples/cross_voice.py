@@ -37,7 +37,7 @@ from realtalk_cli.audio.augment import noise_reverb, shift_voice
 from realtalk_cli.data.dataset import Dataset
 from realtalk_cli.eval import metrics as M
 from realtalk_cli.media import load_audio
-from realtalk_cli.pipelines.a2e_infer import SilenceGate, load_a2e, normalize_utterance
+from realtalk_cli.inference.a2e import SilenceGate, load_a2e, normalize_utterance
 from realtalk_cli.pipelines.dub import Dubber, DubOptions, SourceTrack
 from realtalk_cli.train.a2e_task import ClipArrays
 

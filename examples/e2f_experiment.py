@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from realtalk_cli.checkpoint import load_checkpoint
-from realtalk_cli.pipelines.e2f_infer import coefficients, face_masks
+from realtalk_cli.inference.e2f import coefficients, face_masks
 from realtalk_cli.train.e2f_task import E2FTask, write_grid, write_preview
 from realtalk_cli.checkpoint import latest_checkpoint
 

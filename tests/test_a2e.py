@@ -15,7 +15,7 @@ from realtalk_cli.cli import main
 from realtalk_cli.data.dataset import write_clip, write_manifest
 from realtalk_cli.face.model import GROUP_NAMES, FaceModel
 from realtalk_cli.nets.a2e import A2EConfig, A2ETransformer
-from realtalk_cli.pipelines.a2e_infer import blend_windows, load_a2e, predict_expressions, window_starts
+from realtalk_cli.inference.a2e import blend_windows, load_a2e, predict_expressions, window_starts
 from realtalk_cli.train.run import train
 
 TINY = json.loads(config_path("a2e_tiny").read_text())

@@ -8,7 +8,7 @@ import torch
 from conftest import make_tiny_dataset
 from realtalk_cli.configs import config_path
 from realtalk_cli.nets.a2e import A2EConfig, A2ETransformer
-from realtalk_cli.pipelines.a2e_infer import predict_expressions
+from realtalk_cli.inference.a2e import predict_expressions
 from realtalk_cli.train.a2e_task import build_task, default_config
 from realtalk_cli.train.run import merge
 

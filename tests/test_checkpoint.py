@@ -11,7 +11,7 @@ from realtalk_cli.configs import config_path
 from realtalk_cli.data.dataset import Dataset
 from realtalk_cli.errors import RealtalkError
 from realtalk_cli.nets.a2e import A2EConfig, A2ETransformer
-from realtalk_cli.pipelines.a2e_infer import load_a2e
+from realtalk_cli.inference.a2e import load_a2e
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import torch
 from conftest import make_tiny_dataset
 from realtalk_cli.configs import config_path
 from realtalk_cli.nets.vgg import VGG19Features
-from realtalk_cli.pipelines.e2f_infer import load_renderer, render
+from realtalk_cli.inference.e2f import load_renderer, render
 from realtalk_cli.train import run
 from realtalk_cli.train.e2f_task import E2FTask
 from realtalk_cli.train.run import merge, read_config

@@ -19,7 +19,7 @@ from conftest import make_tiny_dataset
 from mediagen import make_face_video
 from realtalk_cli.data.dataset import Dataset
 from realtalk_cli.media import VideoReader, probe
-from realtalk_cli.pipelines.a2e_infer import SilenceGate, frame_db, resample_frames, voice_activity
+from realtalk_cli.inference.a2e import SilenceGate, frame_db, resample_frames, voice_activity
 from realtalk_cli.pipelines.dub import Dubber, SourceTrack
 from realtalk_cli.pipelines.evaluate import read_mouth_curve
 from realtalk_cli.configs import config_path

@@ -1,6 +1,6 @@
 """The a2e over audio that arrives as it is spoken: the offline windows, computed as soon as they can be.
 
-Offline (a2e_infer.predict_expressions) windows of T frames start every H = T/2 frames and are blended
+Offline (inference/a2e.py: predict_expressions) windows of T frames start every H = T/2 frames and are blended
 with Hann weights. Here window s runs as soon as the audio reaches the end of its last frame (plus one
 frame for the mel window's overhang); frames [s, s + H) are then final, because no later window
 touches them. So the look-ahead is T + 1 frames (0.68 s for the paper's T = 16 at 25 fps) and every
@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from realtalk_cli.audio.features import FEATURES_PER_FRAME, SAMPLE_RATE
-from realtalk_cli.pipelines.a2e_infer import a2e_frames, predict_expressions, window_weights
+from realtalk_cli.inference.a2e import a2e_frames, predict_expressions, window_weights
 
 SAMPLES_PER_FRAME = SAMPLE_RATE // 25
 

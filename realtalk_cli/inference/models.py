@@ -15,8 +15,9 @@ import torch
 from realtalk_cli.checkpoint import resolve_run
 from realtalk_cli.errors import RealtalkError, UsageError
 from realtalk_cli.face.model import FaceModel
-from realtalk_cli.pipelines.a2e_infer import load_a2e
-from realtalk_cli.pipelines.e2f_infer import E2FModel, load_renderer
+from realtalk_cli.inference.onnx import OnnxModel, OnnxNet
+from realtalk_cli.inference.a2e import load_a2e
+from realtalk_cli.inference.e2f import E2FModel, load_renderer
 
 RENDERERS = ("bank", "fia")
 
@@ -61,16 +62,12 @@ def load_models(model_dir: str | os.PathLike, device: torch.device, backend: str
     else:
         e2f = load_renderer(resolve_run(model_dir / "e2f"), device)
         if backend == "onnx":
-            from realtalk_cli.pipelines.export import OnnxModel
-
             e2f = E2FModel(OnnxNet(OnnxModel(model_dir / "onnx" / "renderer.onnx", device), e2f.renderer.cfg), e2f.face, e2f.mask)
         crop = (a2e_config.get("align") or {}).get("crop_size", e2f.face.crop_size)
         stage = FIAStage(e2f, crop, device)
     if stage.face.fingerprint() != a2e_face:
         raise RealtalkError(f"a2e and {part} were made with different face models; build both from one dataset", model_dir)
     if backend == "onnx":
-        from realtalk_cli.pipelines.export import OnnxModel
-
         a2e = OnnxNet(OnnxModel(model_dir / "onnx" / "a2e.onnx", device), a2e.cfg)
     elif backend != "torch":
         raise UsageError(f"--backend {backend!r}: expected torch or onnx")
@@ -82,24 +79,3 @@ def _face_tensors(a2e_dir: Path) -> dict:
     from safetensors.torch import load_file
 
     return load_file(str(resolve_run(a2e_dir) / "face_model.safetensors"))
-
-
-class OnnxNet:
-    """An exported graph behind the small part of the nn.Module interface that inference uses."""
-
-    def __init__(self, runner, cfg):
-        self.runner, self.cfg, self.training = runner, cfg, False
-
-    def __call__(self, *x):
-        return self.runner(*x)
-
-    def parameters(self):
-        yield torch.empty(0)  # inputs are prepared on the CPU; onnxruntime moves them itself
-
-    def eval(self):
-        return self
-
-    def train(self, mode: bool = True):
-        return self
-
-

@@ -23,7 +23,7 @@ import torch
 
 from realtalk_cli.bank.compose import BankRenderer
 from realtalk_cli.face import align
-from realtalk_cli.pipelines.e2f_infer import E2FModel, face_masks, render
+from realtalk_cli.inference.e2f import E2FModel, face_masks, render
 
 
 @dataclass

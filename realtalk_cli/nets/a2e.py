@@ -45,7 +45,7 @@ class A2EConfig:
     pe_period: int = 50  # positions repeat every second of 50 Hz audio features (FaceFormer-style)
     use_shape: bool = True  # Table 5 ablation switches
     use_history: bool = True
-    utterance_norm: bool = False  # features z-scored per utterance before the network (a2e_infer), for any voice/channel
+    utterance_norm: bool = False  # features z-scored per utterance before the network (inference/a2e.py), for any voice/channel
 
     @property
     def n_audio(self) -> int:  # l

@@ -88,7 +88,8 @@ def _runner(model: torch.nn.Module, example_fn, backend: str, device: torch.devi
             import onnxruntime  # noqa: F401
         except ImportError:
             return None
-        from realtalk_cli.pipelines.export import OnnxModel, export_module
+        from realtalk_cli.inference.onnx import OnnxModel
+        from realtalk_cli.pipelines.export import export_module
 
         names = _input_names(name)
         path = export_module(model.cpu(), example_fn(2), names, "out", f"{tmpdir}/{name}.onnx")
@@ -224,7 +225,7 @@ def bench_dub(device: torch.device, seconds: float = 4.0, size: tuple[int, int] 
             stage = BankStage(BankRenderer(FrameBank(build_bank(Path(tmp) / "data", Path(tmp) / "bank"))))
         else:
             from realtalk_cli.nets.mask import MaskConfig
-            from realtalk_cli.pipelines.e2f_infer import E2FModel
+            from realtalk_cli.inference.e2f import E2FModel
             from realtalk_cli.inference.render_stage import FIAStage
 
             net = Renderer(dataclasses.replace(renderer_cfg or RendererConfig(), coeff_dim=face.n_id + face.n_exp + face.n_pose))

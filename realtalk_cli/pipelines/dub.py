@@ -32,7 +32,7 @@ from realtalk_cli.inference.models import load_models
 from realtalk_cli.inference.threads import Worker, prefetch
 from realtalk_cli.inference.track import SourceTrack, SourceTracker
 from realtalk_cli.media import VideoReader, VideoWriter, load_audio, mux, probe
-from realtalk_cli.pipelines.a2e_infer import SilenceGate, rest_and_resample, rest_expression, sample_history
+from realtalk_cli.inference.a2e import SilenceGate, rest_and_resample, rest_expression, sample_history
 from realtalk_cli.pipelines.timeline import extend_indices, frames_in_order
 from realtalk_cli.progress import Clock, progress
 
@@ -51,7 +51,7 @@ class DubOptions:
     mouth_curve: Path | None = None   # also write the predicted mouth opening per frame (for `realtalk eval`)
     drive: str = "audio"              # "audio": a2e from the speech; "tracked": the video's own expressions
     preset: str = "veryfast"          # x264 preset: faster ones (superfast, ultrafast) encode faster, bigger files
-    rest_in_silence: bool = False     # blend silent frames toward the source's rest face (a2e_infer.SilenceGate)
+    rest_in_silence: bool = False     # blend silent frames toward the source's rest face (inference/a2e.py: SilenceGate)
 
 
 DRIVES = ("audio", "tracked")
@@ -112,7 +112,7 @@ class Dubber:
     # ---- audio -> expressions -------------------------------------------------------------------
     def expressions(self, speech: np.ndarray, n_out: int, track: SourceTrack, seed: int = 0, fps: float = 25.0,
                     source_audio: np.ndarray | None = None, gate: SilenceGate | None = None) -> np.ndarray:
-        """beta_hat [n_out, n_exp] for output frames at times i / fps (the a2e runs at 25 Hz, a2e_infer).
+        """beta_hat [n_out, n_exp] for output frames at times i / fps (the a2e runs at 25 Hz, inference/a2e.py).
         With the source video's own audio (and a gate), silent speech rests the lips as the source does."""
         history = sample_history(track.beta, track.found, self.a2e.cfg.n_history, np.random.default_rng(seed))
         beta = expressions_25hz(self.a2e, self.audio, track.alpha, history, speech)  # as `realtalk stream` does

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from realtalk_cli.errors import RealtalkError
+from realtalk_cli.inference.onnx import OnnxModel
 from realtalk_cli.fsutil import atomic_file
 
 # input names double as the keyword order the torch modules take
@@ -88,36 +89,6 @@ def export_pipeline(a2e: torch.nn.Module, renderer: torch.nn.Module | None, out_
             raise RealtalkError(f"ONNX {name} differs from PyTorch by {diff:.2e} (> {TOLERANCE:g})", path)
     (out_dir / "export.json").write_text(json.dumps({"models": report, **(metadata or {})}, indent=2))
     return report
-
-
-class OnnxModel:
-    """Run an exported graph with onnxruntime: takes and returns torch tensors like the module did."""
-
-    def __init__(self, path: str | os.PathLike, device: str | torch.device = "cpu"):
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise RealtalkError("onnxruntime is not installed: pip install 'realtalk[onnx]' (CPU) or 'realtalk[gpu]'") from None
-        path = Path(path)
-        if not path.is_file():
-            raise RealtalkError("ONNX model not found (run `realtalk export` first)", path)
-        available = ort.get_available_providers()
-        wanted = ["CPUExecutionProvider"]
-        if torch.device(device).type == "cuda":
-            wanted = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
-        self.providers = [p for p in wanted if p in available]
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        self.session = ort.InferenceSession(str(path), options, providers=self.providers)
-        self.input_names = [i.name for i in self.session.get_inputs()]
-
-    @property
-    def provider(self) -> str:
-        return self.session.get_providers()[0]
-
-    def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
-        feed = {n: x.detach().cpu().numpy() for n, x in zip(self.input_names, inputs)}
-        return torch.from_numpy(self.session.run(None, feed)[0])
 
 
 class _quiet_exporter_logs:

@@ -29,7 +29,7 @@ from realtalk_cli.errors import RealtalkError, UsageError
 from realtalk_cli.inference.a2e_stream import SAMPLES_PER_FRAME, StreamingA2E
 from realtalk_cli.inference.threads import Worker, prefetch
 from realtalk_cli.media.ffmpeg import ffmpeg_exe
-from realtalk_cli.pipelines.a2e_infer import sample_history
+from realtalk_cli.inference.a2e import sample_history
 from realtalk_cli.pipelines.timeline import extend_indices, frames_in_order
 from realtalk_cli.progress import Clock, console
 

@@ -11,7 +11,7 @@ same clip (paper: "randomly selected during training and inference"), and the tr
 
 Splits: by default the dataset's own clip split (manifest). `split_frames = f > 0` splits inside
 every clip instead: the first f of its frames train, the rest (up to `split_end`) are held out
-(single-video experiments). Held-out frames are predicted with pipelines/a2e_infer.py exactly as at inference,
+(single-video experiments). Held-out frames are predicted with inference/a2e.py exactly as at inference,
 with the history drawn from the training frames of the same clip.
 """
 
@@ -27,7 +27,7 @@ import torch
 from realtalk_cli.data.dataset import Dataset
 from realtalk_cli.errors import RealtalkError, UsageError
 from realtalk_cli.nets.a2e import A2EConfig, A2ETransformer
-from realtalk_cli.pipelines.a2e_infer import history_indices, normalize_utterance, predict_expressions, sample_history
+from realtalk_cli.inference.a2e import history_indices, normalize_utterance, predict_expressions, sample_history
 from realtalk_cli.train.trainer import Task, TrainerConfig, unwrap
 
 

@@ -3,7 +3,7 @@
 A sample is one valid frame of a clip: the source crop I_s, the reference crop I_r of the same clip
 (its first training frame, or a random training frame: `reference`), the tracked coefficients
 (alpha, beta, rho) of the source frame (the paper trains the renderer on tracked coefficients) and
-the masks drawn from them (pipelines/e2f_infer.face_masks, the same code as at inference).
+the masks drawn from them (inference/e2f.face_masks, the same code as at inference).
 
     L = w_l1 * L1 + w_vgg * VGG + w_adv * GAN + w_teeth * L1_teeth           paper eq. (9), (10)
     L1       mean |I_hat - I_s| over the image (outside the mask it is exactly 0 by construction)
@@ -42,7 +42,7 @@ from realtalk_cli.nets.discriminator import DiscriminatorConfig, PatchDiscrimina
 from realtalk_cli.nets.mask import MaskConfig
 from realtalk_cli.nets.renderer import Renderer, RendererConfig
 from realtalk_cli.nets.vgg import PerceptualLoss, VGG19Features
-from realtalk_cli.pipelines.e2f_infer import coefficients, face_masks, to_tensor, to_uint8
+from realtalk_cli.inference.e2f import coefficients, face_masks, to_tensor, to_uint8
 from realtalk_cli.progress import console
 from realtalk_cli.train.trainer import Task, TrainerConfig, unwrap
 
