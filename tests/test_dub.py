@@ -170,7 +170,7 @@ def test_bench_cli_table_and_json(model_dir, tmp_path):
     import json
 
     out = tmp_path / "bench.json"
-    r = cli("bench", "--checkpoint", model_dir, "--batches", "1,2", "--repeats", 2, "--backends", "eager,onnx",
+    r = cli("bench", "--checkpoint", model_dir, "--batches", "1,2", "--repeats", 2, "--backends", "eager,onnx,bf16",
             "--e2e-seconds", 1, "--e2e", "fia@192x160,bank@320x240", "--json", out)
     result = json.loads(out.read_text())
     rows = {(row["stage"], row["backend"], row["batch"]) for row in result["rows"]}
@@ -185,6 +185,7 @@ def test_bench_cli_table_and_json(model_dir, tmp_path):
     assert bad.returncode == 2 and "--e2e 'bank@tiny'" in bad.stderr
     assert result["environment"]["torch"] and result["paper_v100"]["e2f_ms"] == 30.8
     assert "V100" in r.stdout and "renderer" in r.stdout  # the table, with the paper's figures beside ours
+    assert set(result["skipped"]) == {"bf16"} and "skipped bf16: half precision is timed on CUDA only" in r.stdout
 
 
 def test_cli_dub_face_selection_messages(model_dir, source, tmp_path):

@@ -1,7 +1,8 @@
 """A generated talking-face clip for benchmarks and tests: a real face photo with head motion.
 
-The photo is scikit-image's `astronaut` (public domain, NASA), so scikit-image must be installed
-(`pip install scikit-image`, part of the `dev` extra); nothing is downloaded.
+The photo is scikit-image's `astronaut` (public domain, NASA) when scikit-image is installed (the `dev`
+extra: the tests' face), else the Grace Hopper portrait that matplotlib (a dependency) ships as sample
+data, so `realtalk bench` works on a plain install; nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -11,18 +12,25 @@ from pathlib import Path
 import numpy as np
 
 
-def astronaut_frames(n: int, size: tuple[int, int] = (192, 160), motion: float = 1.0, seed: int = 0):
-    """A real face photo (scikit-image's astronaut) with smooth synthetic head motion: shift, turn, zoom."""
+def _photo():
+    """(RGB photo, face centre (x, y), the photo's span that fills the frame's shorter side)."""
     import cv2
 
     try:
         from skimage.data import astronaut
     except ImportError:
-        from realtalk_cli.errors import RealtalkError
+        import matplotlib.cbook
 
-        raise RealtalkError("a generated face clip needs scikit-image (pip install scikit-image); or pass your own video") from None
+        path = matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)  # 512x600, face width ~185 px
+        return cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB), (266.0, 240.0), 460.0
+    return astronaut(), (215.0, 130.0), 230.0  # 512x512, face width ~92 px
 
-    img = astronaut()  # 512x512 RGB, face around (215, 115)
+
+def astronaut_frames(n: int, size: tuple[int, int] = (192, 160), motion: float = 1.0, seed: int = 0):
+    """A real face photo (see the module docstring) with smooth synthetic head motion: shift, turn, zoom."""
+    import cv2
+
+    img, (cx, cy), span = _photo()
     w, h = size
     rng = np.random.default_rng(seed)
     phase = rng.uniform(0, 2 * np.pi, 4)
@@ -32,10 +40,10 @@ def astronaut_frames(n: int, size: tuple[int, int] = (192, 160), motion: float =
         dx = motion * 6.0 * np.sin(2 * np.pi * 0.3 * s + phase[1])
         dy = motion * 4.0 * np.sin(2 * np.pi * 0.5 * s + phase[2])
         zoom = 1.0 + motion * 0.03 * np.sin(2 * np.pi * 0.2 * s + phase[3])
-        m = cv2.getRotationMatrix2D((215.0, 130.0), angle, zoom * min(w, h) / 230.0)
-        # put the face centre (215, 130) at the frame centre, shifted by (dx, dy)
-        m[0, 2] = w / 2 + dx - (m[0, 0] * 215.0 + m[0, 1] * 130.0)
-        m[1, 2] = h / 2 + dy - (m[1, 0] * 215.0 + m[1, 1] * 130.0)
+        m = cv2.getRotationMatrix2D((cx, cy), angle, zoom * min(w, h) / span)
+        # put the face centre at the frame centre, shifted by (dx, dy)
+        m[0, 2] = w / 2 + dx - (m[0, 0] * cx + m[0, 1] * cy)
+        m[1, 2] = h / 2 + dy - (m[1, 0] * cx + m[1, 1] * cy)
         yield cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
 
 

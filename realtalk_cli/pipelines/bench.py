@@ -66,8 +66,22 @@ def _row(stage, backend, batch, times, frames_per_call) -> Row:
     return Row(stage, backend, batch, statistics.median(times), min(times), max(times), frames_per_call)
 
 
+def unavailable(backend: str, device: torch.device) -> str | None:
+    """Why `backend` cannot run here (None: it can)."""
+    if backend in ("fp16", "bf16") and device.type != "cuda":
+        return "half precision is timed on CUDA only"
+    if backend == "onnx":
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            return "onnxruntime is not installed (pip install 'realtalk[onnx]', or 'realtalk[gpu]')"
+    return None
+
+
 def _runner(model: torch.nn.Module, example_fn, backend: str, device: torch.device, tmpdir: str, name: str):
     """A callable taking the example tensors for `backend`, or None when the backend is unavailable here."""
+    if unavailable(backend, device):
+        return None
     model = model.to(device).eval()
     if backend == "eager":
         return lambda *x: model(*x)
@@ -75,8 +89,6 @@ def _runner(model: torch.nn.Module, example_fn, backend: str, device: torch.devi
         compiled = torch.compile(model)
         return lambda *x: compiled(*x)
     if backend in ("fp16", "bf16"):
-        if device.type != "cuda":
-            return None
         dtype = torch.float16 if backend == "fp16" else torch.bfloat16
 
         def run(*x):
@@ -84,10 +96,6 @@ def _runner(model: torch.nn.Module, example_fn, backend: str, device: torch.devi
                 return model(*x)
         return run
     if backend == "onnx":
-        try:
-            import onnxruntime  # noqa: F401
-        except ImportError:
-            return None
         from realtalk_cli.inference.onnx import OnnxModel
         from realtalk_cli.pipelines.export import export_module
 
@@ -181,8 +189,11 @@ def run_bench(device: torch.device, a2e: A2ETransformer | None = None, renderer:
     if a2e is None or renderer is None:  # a frame-bank model has no renderer network: time the paper's
         paper_a2e, paper_renderer = paper_networks()
         a2e, renderer = a2e or paper_a2e, renderer or paper_renderer
-    rows = bench_networks(a2e, renderer, device, batches, backends, repeats, max_seconds, on_row)
-    result = {"environment": environment(device), "paper_v100": PAPER_V100,
+    backends = backends or (CUDA_BACKENDS if device.type == "cuda" else CPU_BACKENDS)
+    skipped = {b: why for b in backends if (why := unavailable(b, device))}
+    rows = bench_networks(a2e, renderer, device, batches, [b for b in backends if b not in skipped], repeats,
+                          max_seconds, on_row)
+    result = {"environment": environment(device), "paper_v100": PAPER_V100, "skipped": skipped,
               "a2e_params_m": sum(p.numel() for p in a2e.parameters()) / 1e6,
               "renderer_params_m": sum(p.numel() for p in renderer.parameters()) / 1e6,
               "rows": [r.to_dict() for r in rows]}
@@ -255,6 +266,8 @@ def print_report(result: dict, console) -> None:
     console.print(t)
     console.print(f"parameters: a2e {result['a2e_params_m']:.2f} M, renderer {result['renderer_params_m']:.2f} M "
                   f"(paper renderer 69.24 M); paper total {paper['total_ms']} ms/frame = {paper['fps']:.0f} FPS on a V100")
+    for backend, why in result.get("skipped", {}).items():
+        console.print(f"skipped {backend}: {why}", markup=False)
     for d in result.get("dubs", []):
         t = Table(title=f"end-to-end dub, {d['renderer']} renderer: {d['frames']} frames {d['width']}x{d['height']}, "
                         f"{d['fps']:.1f} frames/s overall")
