@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from mediagen import make_face_video, make_video, sine
+from mediagen import make_face_video, make_video, retime, sine
 from realtalk_cli.face import align
 from realtalk_cli.media import VideoReader, load_audio, probe
 from realtalk_cli.pipelines.dub import DubOptions, Dubber
+from realtalk_cli.pipelines.timeline import extend_indices
 
 
 
@@ -196,3 +197,27 @@ def test_cli_dub_face_selection_messages(model_dir, source, tmp_path):
     assert r.returncode == 2, r.stderr
     assert "video.mp4: --bbox 500,10,600,90 lies outside the 192x160 video frame" in r.stderr, r.stderr
     assert not out.exists()
+
+
+def test_dub_shifted_vfr_video(dubber, tmp_path):
+    """A 30 fps face clip made variable-rate, its video starting 0.2 s after its audio, dubbed at 25 fps
+    and at the source rate with 48 kHz stereo speech longer than the video (pingpong reads backwards)."""
+    face = make_face_video(tmp_path / "face.mp4", seconds=2.0, fps=30, audio=False)
+    video = retime(face, tmp_path / "shifted.mp4", fps=30, video_start=0.2, audio_start=0.0, vfr=True)
+    rate, seconds = 48000, 3.5
+    speech = tmp_path / "speech.wav"
+    sf.write(str(speech), np.stack([sine(seconds, rate, 220.0)[:, 0], sine(seconds, rate, 330.0)[:, 0]], 1),
+             rate, subtype="PCM_24")
+    for fps in (25.0, None):
+        shown = {}
+        result = dubber.dub(video, speech, tmp_path / f"out{fps}.mp4", DubOptions(fps=fps),
+                            on_frame=lambda i, src, out, paste: shown.__setitem__(i, src))
+        f = fps or probe(video).fps
+        full = list(VideoReader(video, fps))
+        assert result.source_frames == len(full) and result.frames == round(seconds * f) == len(shown)
+        order = extend_indices(result.frames, len(full), "pingpong")
+        assert order.max() == len(full) - 1 and order[-1] < len(full) - 1  # it did turn back
+        assert all(np.array_equal(shown[i], full[order[i]]) for i in shown)  # the frames pass 1 tracked
+        out = probe(result.output)
+        assert (out.audio_rate, out.audio_channels) == (rate, 2)
+        assert out.video_frames == result.frames and abs(out.duration - seconds) <= 1 / f + 1e-3

@@ -1,24 +1,30 @@
-"""Streamed video decode and encode through ffmpeg pipes: memory does not grow with video length."""
+"""Streamed video decode (PyAV, in process) and encode (an ffmpeg pipe): memory does not grow with video length.
+
+One frame-time model for every read: output frame k at rate F shows the last decoded source frame whose
+timestamp is at or before  video_start + (k + 0.5) / F  (the middle of its slot), where video_start is
+the first video frame's timestamp. So index 0 is the first video frame whatever the stream's start
+time, edit list or audio offset; a variable-rate source comes out evenly spaced (frames repeated or
+dropped) so audio stays in sync; and a range read applies the same rule to the same timestamps as a
+full read, so it yields exactly the same frames. docs/media.md says why PyAV and not ffmpeg pipes.
+"""
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import tempfile
 
+import av
 import numpy as np
 
 from realtalk_cli.errors import RealtalkError
 from realtalk_cli.media.ffmpeg import ffmpeg_exe, last_line
-from realtalk_cli.media.probe import MediaInfo, probe
+from realtalk_cli.media.probe import MediaInfo, probe, video_stream
 
 
 class VideoReader:
-    """Iterate RGB uint8 frames [H, W, 3] at `fps` (None keeps the source rate), rotation applied.
-
-    ffmpeg resamples time with its fps filter (duplicating or dropping frames), so a variable-rate
-    source comes out evenly spaced and audio stays in sync: frame i is at time i / fps.
-    """
+    """Iterate RGB uint8 frames [H, W, 3] (read-only) at `fps` (None: the average source rate), rotation applied."""
 
     def __init__(self, path: str | os.PathLike, fps: float | None = 25.0, info: MediaInfo | None = None,
                  start: int = 0, stop: int | None = None):
@@ -31,78 +37,96 @@ class VideoReader:
         self.fps = float(fps) if fps else self.info.fps
         self.width, self.height = self.info.width, self.info.height
         self.start, self.stop = int(start), stop
-        self._proc: subprocess.Popen | None = None
-        self._stderr = None
 
     @property
     def n_frames(self) -> int:
-        """Expected number of frames at the output rate (within the requested range)."""
-        total = int(round(self.info.duration * self.fps))
+        """Number of frames this read yields (within the requested range)."""
+        total = self.info.frame_count(self.fps)
         return max(0, min(total, self.stop if self.stop is not None else total) - self.start)
 
     def __len__(self) -> int:
         return self.n_frames
 
+    def _slot(self, k: int) -> float:
+        # + 1 us: a frame exactly at a slot's middle (30 -> 25 fps has many) counts as at it, whatever float rounding says
+        return self.info.video_start + (k + 0.5) / self.fps + 1e-6
+
     def __iter__(self):
-        self.close()
-        # stderr goes to a file: a pipe nobody reads could fill up and stall ffmpeg
-        self._stderr = tempfile.TemporaryFile()
-        # always resample time: a source with dropped frames or a variable rate still gives frame i at i/fps
-        vf, seek = f"fps={self.fps}", []
-        if self.start > 0 or self.stop is not None:
-            # keep absolute timestamps (from zero) so the fps grid is the same as in a full read, seek to
-            # a little before the range, and cut by pts: the fps filter's timebase is 1/fps, so pts = index
-            end = "" if self.stop is None else f":end_pts={int(self.stop)}"
-            vf += f",trim=start_pts={self.start}{end}"
-            seek = ["-ss", f"{max(0.0, self.start / self.fps - 2.0):.6f}", "-copyts", "-start_at_zero"]
-        cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", *seek, "-i", self.path,
-               "-map", "0:v:0", "-vf", vf, "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
-        self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._stderr, bufsize=0)
-        nbytes = self.width * self.height * 3
-        count = 0
+        first = self.start
+        last = first + self.n_frames
+        if last <= first:
+            return
         try:
-            while True:
-                buf = _read_exact(self._proc.stdout, nbytes)
-                if buf is None:
-                    break
-                count += 1
-                yield np.frombuffer(buf, np.uint8).reshape(self.height, self.width, 3)
-            code = self._proc.wait()
-            if code != 0 or (count == 0 and self.n_frames > 0):
-                self._stderr.seek(0)
-                msg = last_line(self._stderr.read()) if code != 0 else "no frames could be decoded"
-                raise RealtalkError(f"video decode failed after {count} frames: {msg}", self.path)
-        finally:
-            self.close()
+            container = av.open(self.path)
+        except (av.FFmpegError, OSError) as e:
+            raise RealtalkError(f"cannot open video: {e}", self.path) from None
+        with container:
+            stream = video_stream(container)
+            stream.thread_type = "AUTO"
+            frames = self._decoded(container, stream, self._slot(first) if first > 0 else None)
+            cur = next(frames, None)
+            if cur is None:
+                raise RealtalkError("video decode failed: no frames could be decoded", self.path)
+            nxt = next(frames, None)
+            image, shown = None, None
+            for k in range(first, last):
+                t = self._slot(k)
+                while nxt is not None and nxt[0] <= t:
+                    cur, nxt = nxt, next(frames, None)
+                if shown is not cur:  # a repeated frame is converted once
+                    image, shown = self._rgb(cur[1]), cur
+                yield image
+
+    def _decoded(self, container, stream, target: float | None):
+        """(timestamp, frame) in display order, from the last frame at or before `target` (None: from the start)."""
+        back = 0.0
+        while target is not None and target - back > self.info.video_start:
+            container.seek(int((target - back) / stream.time_base), stream=stream, backward=True)
+            frames = self._frames(container, stream)
+            head = next(frames, None)
+            # a good landing is a keyframe at or before the target; seeking goes by decode time, and in files
+            # without an index (MPEG-TS, FLV) it may land after the target or mid-GOP: then look further back
+            if head is not None and head[0] <= target and head[1].key_frame:
+                return itertools.chain([head], frames)
+            back = max(1.0, 2 * back)
+        if back:  # earlier tries decoded past the start: rewind to the file's start (a seek in the stream's
+            # own time to its first frame can land on a later keyframe in an MPEG-TS; time 0 cannot)
+            container.seek(min(0, int(self.info.video_start * av.time_base)), backward=True)
+        return self._frames(container, stream)
+
+    def _frames(self, container, stream):
+        """Decode packet by packet; a damaged packet is skipped (as ffmpeg does), an early end is an error."""
+        t = None
+        try:
+            for packet in container.demux(stream):
+                try:
+                    decoded = packet.decode()
+                except av.InvalidDataError:
+                    continue
+                for frame in decoded:
+                    t = frame.time if frame.time is not None else (t or 0.0) + 1.0 / self.info.fps
+                    yield t, frame
+        except av.FFmpegError as e:
+            raise RealtalkError(f"video decode failed at {t or 0.0:.2f} s: {e}", self.path) from None
+        if t is not None and t < self.info.video_last - 0.5 / self.info.fps:
+            raise RealtalkError(f"video decode stopped at {t:.2f} s of {self.info.video_last:.2f} s "
+                                "(damaged or truncated file?)", self.path)
+
+    def _rgb(self, frame) -> np.ndarray:
+        image = frame.to_ndarray(format="rgb24")
+        if self.info.rotation:  # the player turns the picture clockwise by `rotation`; np.rot90 turns counter-clockwise
+            image = np.ascontiguousarray(np.rot90(image, -self.info.rotation // 90))
+        image.flags.writeable = False
+        return image
 
     def close(self) -> None:
-        if self._proc is not None:
-            if self._proc.poll() is None:
-                self._proc.kill()
-            self._proc.stdout.close()
-            self._proc.wait()
-            self._proc = None
-        if self._stderr is not None:
-            self._stderr.close()
-            self._stderr = None
+        """Nothing to release between reads (each iteration opens and closes the file); kept for callers."""
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         self.close()
-
-
-def _read_exact(stream, n: int) -> bytes | None:
-    """Read exactly n bytes, or None at a clean end of stream (a partial last frame is dropped)."""
-    chunks, got = [], 0
-    while got < n:
-        chunk = stream.read(n - got)
-        if not chunk:
-            return None
-        chunks.append(chunk)
-        got += len(chunk)
-    return b"".join(chunks)
 
 
 class VideoWriter:

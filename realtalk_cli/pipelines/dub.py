@@ -354,7 +354,7 @@ class Dubber:
             raise RealtalkError("file has no video stream", video)
         fps = options.fps or info.fps
         with clock("audio"):
-            wav = load_audio(speech)
+            wav = load_audio(speech)  # 16 kHz mono for the features; the output gets the file's own audio
         duration = len(wav) / 16000
         n_out = max(1, int(round(duration * fps)))
 
@@ -373,9 +373,9 @@ class Dubber:
             preview = Path(tmp) / "preview.mp4" if options.preview else None
             missing = self._render_pass(video, info, track, beta_hat, indices, fps, silent, preview, options, clock, on_frame)
             with clock("mux"):
-                mux(silent, wav, out, duration=n_out / fps)
+                mux(silent, speech, out, duration=n_out / fps)
                 if preview:
-                    mux(preview, wav, options.preview, duration=n_out / fps)
+                    mux(preview, speech, options.preview, duration=n_out / fps)
         return DubResult(out, n_out, track.n_frames, missing, track.width, track.height, fps, n_out / fps, dict(clock.seconds))
 
     def _write_mouth_curve(self, path, beta_hat, track, indices, fps) -> None:
