@@ -303,6 +303,8 @@ def preprocess_dataset(inputs: list[str | os.PathLike], out: str | os.PathLike, 
     `device` runs HuBERT features and the Deep3DFaceRecon regressor."""
     config = config or PreprocessConfig()
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UsageError("dataset directory is a file", out)
     t0 = time.time()
     if not (0 <= shard[0] < shard[1]):
         raise UsageError(f"--shard must be i/n with 0 <= i < n, got {shard[0]}/{shard[1]}")
@@ -328,6 +330,11 @@ def preprocess_dataset(inputs: list[str | os.PathLike], out: str | os.PathLike, 
     records = [json.loads((out / SOURCES / f"{n}.json").read_text()) for _, n in named
                if (out / SOURCES / f"{n}.json").is_file()]
     complete = shard[1] == 1 or len(records) == len(named)
+    if complete and not any(r["status"] == "ok" for r in records):
+        # an empty dataset is no success: no manifest; the failure records stay, for --retry-failed
+        bad = next(r for r in records if r["status"] != "ok")
+        more = f" (and {len(records) - 1} more videos failed)" if len(records) > 1 else ""
+        raise RealtalkError(f"{bad['reason']}; no video could be used{more}", bad["source"])
     clips_out, fit_error = [], None
     if complete:
         clips_out, fit_error = _finish(out, records, config, progress, str(device))
