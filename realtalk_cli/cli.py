@@ -86,7 +86,7 @@ def preprocess(
     rebuild_face_model: bool = typer.Option(False, "--rebuild-face-model", help="Learn the landmark model anew."),
 ):
     """Track faces, fit 3DMM coefficients and compute audio features: build a training dataset."""
-    from realtalk_cli.audio.features import AudioFeatureConfig
+    from realtalk_cli.audio.features import KINDS, AudioFeatureConfig
     from realtalk_cli.device import resolve_device
     from realtalk_cli.errors import UsageError
     from realtalk_cli.face.align import AlignConfig
@@ -95,8 +95,8 @@ def preprocess(
 
     if not 0 <= val_fraction < 1:
         raise UsageError(f"--val-fraction {val_fraction:g}: expected a share from 0 up to (not including) 1")
-    if features not in ("mel", "hubert"):
-        raise UsageError(f"--features {features!r}: expected mel or hubert")
+    if features not in KINDS:
+        raise UsageError(f"--features {features!r}: expected {' or '.join(KINDS)}")
     config = pp.PreprocessConfig(
         align=AlignConfig(crop_size=crop_size), tracker=TrackerConfig(face_index=face_index, bbox=pp.parse_bbox(bbox)),
         features=AudioFeatureConfig(kind=features, hubert=hubert or "", layer=hubert_layer), face_model=face_model,
