@@ -1,9 +1,9 @@
-"""Peak memory of `realtalk dub` on a short and a long generated 1080p face video (issue 6).
+"""Peak memory of `realtalk dub` on a short and a long generated face video (issue 6).
 
-    python examples/memory_flat.py OUT_DIR MODEL_DIR [--long-minutes 10]
+    python examples/memory_flat.py OUT_DIR MODEL_DIR [--long-minutes 10] [--short-seconds 10] [--size 1920x1080]
 
-Generates a 10-second and a long 1080p clip of a face with head motion (scikit-image's astronaut),
-dubs each with 10 s of speech and with speech as long as the clip, and prints each run's peak
+Generates a 10-second and a long 1080p clip (by default) of a face with head motion (scikit-image's astronaut),
+dubs each with speech as long as the short clip and the long one with speech as long as itself, and prints each run's peak
 resident memory and frames per second. Only the dub process itself is measured: the ffmpeg children's
 high-water mark would include the parent's pages they inherit between fork and exec.
 """
@@ -25,16 +25,19 @@ parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("out", type=Path)
 parser.add_argument("model", type=Path, help="model directory for dub --checkpoint")
 parser.add_argument("--long-minutes", type=float, default=10.0)
+parser.add_argument("--short-seconds", type=float, default=10.0)
+parser.add_argument("--size", default="1920x1080", help="WIDTHxHEIGHT of the generated clips")
 parser.add_argument("--skip-long-speech", action="store_true", help="dub the long clip with 10 s of speech only")
 args = parser.parse_args()
 args.out.mkdir(parents=True, exist_ok=True)
+width, height = (int(v) for v in args.size.split("x"))
 
 
 def clip(seconds: float) -> Path:
-    path = args.out / f"face_1080p_{seconds:g}s.mp4"
+    path = args.out / f"face_{width}x{height}_{seconds:g}s.mp4"
     if not path.exists():
-        with VideoWriter(path, 1920, 1080, 25, crf=23, preset="ultrafast") as w:
-            for frame in astronaut_frames(int(seconds * 25), (1920, 1080)):
+        with VideoWriter(path, width, height, 25, crf=23, preset="ultrafast") as w:
+            for frame in astronaut_frames(int(seconds * 25), (width, height)):
                 w.write(frame)
     return path
 
@@ -55,7 +58,8 @@ PEAK = ("import os, resource, runpy, sys\n"
 
 rows = []
 long_s = args.long_minutes * 60
-jobs = [(10.0, 10.0), (long_s, 10.0)] + ([] if args.skip_long_speech else [(long_s, long_s)])
+short_s = args.short_seconds
+jobs = [(short_s, short_s), (long_s, short_s)] + ([] if args.skip_long_speech else [(long_s, long_s)])
 for video_s, speech_s in jobs:
     v, s = clip(video_s), speech(speech_s)
     out = args.out / f"dub_{video_s:g}s_video_{speech_s:g}s_speech.mp4"

@@ -67,20 +67,20 @@ def _global(
 def preprocess(
     inputs: list[Path] = typer.Argument(..., help="Video files or directories of videos."),
     out: Path = typer.Option(Path("data"), "--out", "-o", help="Dataset directory to create or resume."),
-    workers: int = typer.Option(1, "--workers", "-j", help="Videos processed in parallel (processes)."),
+    workers: int = typer.Option(1, "--workers", "-j", min=1, help="Videos processed in parallel (processes)."),
     shard: Optional[str] = typer.Option(None, "--shard", help="i/n: process only share i of n (many machines); "
                                         "then run once without --shard to fit and write the manifest."),
     val_fraction: float = typer.Option(0.0, "--val-fraction", help="Share of videos held out for validation."),
     val_list: Optional[str] = typer.Option(None, "--val-list", help="Validation videos: comma list of names or a file."),
     face_model: str = typer.Option("landmark", "--face-model", help="landmark (learn by PCA), bfm, or a PATH to a "
                                    "face model, checkpoint or dataset whose basis to reuse."),
-    n_id: int = typer.Option(80, "--n-id", help="Landmark model: identity dimensions (at most videos - 1)."),
-    n_exp: int = typer.Option(64, "--n-exp", help="Landmark model: expression dimensions."),
+    n_id: int = typer.Option(80, "--n-id", min=0, help="Landmark model: identity dimensions (at most videos - 1)."),
+    n_exp: int = typer.Option(64, "--n-exp", min=1, help="Landmark model: expression dimensions."),
     bfm: Optional[Path] = typer.Option(None, "--bfm", help="BFM_model_front.mat (with --face-model bfm)."),
     d3dfr: Optional[Path] = typer.Option(None, "--d3dfr", help="Deep3DFaceRecon checkpoint (with --face-model bfm)."),
     face_index: Optional[int] = typer.Option(None, "--face-index", help="Speaker: the i-th face from the left."),
     bbox: Optional[str] = typer.Option(None, "--bbox", help="Speaker: the face in x0,y0,x1,y1 (source pixels)."),
-    crop_size: int = typer.Option(256, "--crop-size", help="Side of the square face crops, pixels."),
+    crop_size: int = typer.Option(256, "--crop-size", min=32, help="Side of the square face crops, pixels."),
     features: str = typer.Option("mel", "--features", help="Audio features: mel (built in) or hubert."),
     hubert: Optional[str] = typer.Option(None, "--hubert", help="HuBERT model: a local directory (save_pretrained); nothing is downloaded."),
     hubert_layer: int = typer.Option(-1, "--hubert-layer", help="HuBERT hidden layer to use (-1: last)."),
@@ -88,12 +88,17 @@ def preprocess(
     rebuild_face_model: bool = typer.Option(False, "--rebuild-face-model", help="Learn the landmark model anew."),
 ):
     """Track faces, fit 3DMM coefficients and compute audio features: build a training dataset."""
-    from realtalk_cli.audio.features import AudioFeatureConfig
+    from realtalk_cli.audio.features import KINDS, AudioFeatureConfig
     from realtalk_cli.device import resolve_device
+    from realtalk_cli.errors import UsageError
     from realtalk_cli.face.align import AlignConfig
     from realtalk_cli.face.tracker import TrackerConfig
     from realtalk_cli.pipelines import preprocess as pp
 
+    if not 0 <= val_fraction < 1:
+        raise UsageError(f"--val-fraction {val_fraction:g}: expected a share from 0 up to (not including) 1")
+    if features not in KINDS:
+        raise UsageError(f"--features {features!r}: expected {' or '.join(KINDS)}")
     config = pp.PreprocessConfig(
         align=AlignConfig(crop_size=crop_size), tracker=TrackerConfig(face_index=face_index, bbox=pp.parse_bbox(bbox)),
         features=AudioFeatureConfig(kind=features, hubert=hubert or "", layer=hubert_layer), face_model=face_model,
@@ -111,19 +116,28 @@ def train(
                                        "or a new models/runN/STAGE (N = 2, 3, ...) when that exists; never overwrites."),
     config: Optional[list[Path]] = typer.Option(None, "--config", help="JSON config overriding the paper defaults: a file, or the name of a shipped one "
                                                 "(a2e_tiny, e2f_128, ... in realtalk_cli/configs/); repeat to merge several in order."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Total optimizer steps (a resumed run may extend it)."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Batch size per process."),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Total optimizer steps (a resumed run may extend it)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Batch size per process."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out (default: the newest models/run*/STAGE) from its newest checkpoint."),
-    val_every: Optional[int] = typer.Option(None, "--val-every", help="Validate every N steps (0: only at the end)."),
-    ckpt_every: Optional[int] = typer.Option(None, "--ckpt-every", help="Write a checkpoint every N steps (0: only at the end)."),
+    val_every: Optional[int] = typer.Option(None, "--val-every", min=0, help="Validate every N steps (0: only at the end)."),
+    ckpt_every: Optional[int] = typer.Option(None, "--ckpt-every", min=0, help="Write a checkpoint every N steps (0: only at the end)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (weights, batches, dropout)."),
     split_frames: Optional[float] = typer.Option(None, "--split-frames", help="Split inside every clip: this fraction of its first frames trains, the rest is held out (default: the dataset's clip split)."),
     amp: Optional[str] = typer.Option(None, "--amp", help="Mixed precision on CUDA: auto, bf16, fp16 or off."),
 ):
     """Train the audio-to-expression transformer or the expression-to-face renderer (torchrun for multi-GPU)."""
+    from realtalk_cli.errors import UsageError
     from realtalk_cli.progress import is_quiet
     from realtalk_cli.train.run import train as run_train
+    from realtalk_cli.train.trainer import AMP_MODES
+
+    if lr is not None and not 0 < lr < float("inf"):
+        raise UsageError(f"--lr {lr:g}: expected a positive learning rate")
+    if split_frames is not None and not 0 < split_frames < 1:
+        raise UsageError(f"--split-frames {split_frames:g}: expected a fraction between 0 and 1")
+    if amp is not None and amp not in AMP_MODES:
+        raise UsageError(f"--amp {amp!r}: expected {', '.join(AMP_MODES)}")
 
     overrides = {
         "trainer": {"steps": steps, "val_every": val_every, "ckpt_every": ckpt_every, "seed": seed, "amp": amp},
@@ -183,6 +197,8 @@ def dub(
     adapt = checkpoint is None
     if (init or adapt_minutes is not None or cache_dir) and not adapt:
         raise UsageError("--init, --adapt-minutes and --cache-dir go with adaptation, not with --checkpoint")
+    if adapt_minutes is not None and not 0 < adapt_minutes < float("inf"):
+        raise UsageError(f"--adapt-minutes {adapt_minutes:g}: expected a positive number of minutes")
     box = None
     if bbox is not None:
         try:
@@ -192,7 +208,7 @@ def dub(
             raise UsageError(f"--bbox {bbox!r}: expected four numbers x0,y0,x1,y1") from None
     try:
         rate = None if fps == "source" else float(fps)
-        assert rate is None or rate > 0
+        assert rate is None or 0 < rate < float("inf")
     except (ValueError, AssertionError):
         raise UsageError(f"--fps {fps!r}: expected a positive number or 'source'") from None
     from realtalk_cli.pipelines.timeline import EXTEND_MODES
@@ -209,8 +225,7 @@ def dub(
         raise UsageError(f"--drive {drive!r}: expected {' or '.join(d.DRIVES)}")
     if (preview is not None or mouth_curve is not None) and len(todo) > 1:
         raise UsageError("--preview and --mouth-curve work with a single job")
-    for v, s, o in todo:
-        d.check_job(v, s, o, overwrite)
+    d.check_jobs(todo, overwrite)
     device = resolve_device(OPTIONS.device)
     dubbers = {}  # model directory -> loaded models, so batch jobs load each model once
     for v, s, o in todo:
@@ -236,14 +251,15 @@ def bench(
     batches: str = typer.Option("1,8,32", "--batches", help="Renderer batch sizes, comma-separated."),
     backends: Optional[str] = typer.Option(None, "--backends", help="Comma-separated: eager, compile, fp16, bf16, onnx. Default: eager,onnx on CPU; all on CUDA."),
     repeats: int = typer.Option(5, "--repeats", min=1, help="Timed runs per measurement (after 2 warm-up runs)."),
-    max_seconds: float = typer.Option(60.0, "--max-seconds", help="Stop repeating a measurement after this long (at least 2 runs)."),
-    e2e_seconds: float = typer.Option(4.0, "--e2e-seconds", help="Length of the generated clip for the end-to-end dub timing; 0 skips it."),
+    max_seconds: float = typer.Option(60.0, "--max-seconds", min=0.0, help="Stop repeating a measurement after this long (at least 2 runs)."),
+    e2e_seconds: float = typer.Option(4.0, "--e2e-seconds", min=0.0, help="Length of the generated clip for the end-to-end dub timing; 0 skips it."),
     e2e: str = typer.Option("fia@1280x720,bank@512x512,bank@1920x1080", "--e2e", help="End-to-end dubs to time: RENDERER@WIDTHxHEIGHT, comma-separated (renderer fia or bank)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the results as JSON here."),
 ):
     """Measure the speed of every stage on this device and backend."""
     from realtalk_cli.device import resolve_device
     from realtalk_cli.errors import UsageError
+    from realtalk_cli.fsutil import atomic_file, check_output_path
     from realtalk_cli.pipelines import bench as b
     from realtalk_cli.progress import console
 
@@ -258,6 +274,8 @@ def bench(
     unknown = set(kinds or ()) - set(b.CUDA_BACKENDS)
     if unknown:
         raise UsageError(f"--backends: unknown {', '.join(sorted(unknown))} (choose from {', '.join(b.CUDA_BACKENDS)})")
+    if json_out is not None:
+        check_output_path(json_out)  # before the minutes of measuring
     device = resolve_device(OPTIONS.device)
     a2e = renderer = None
     if checkpoint is not None:
@@ -268,9 +286,7 @@ def bench(
     result = b.run_bench(device, a2e, renderer, sizes, kinds, repeats, max_seconds, e2e_seconds, e2e=b.parse_e2e(e2e),
                          on_row=lambda r: console.print(f"  {r.stage} {r.backend} batch {r.batch}: {r.ms_per_frame:.2f} ms/frame"))
     if json_out is not None:
-        from realtalk_cli.fsutil import atomic_file, check_output_path
-
-        with atomic_file(check_output_path(json_out)) as tmp:
+        with atomic_file(json_out) as tmp:
             tmp.write_text(json.dumps(result, indent=2))
     from rich.console import Console
 
@@ -328,6 +344,10 @@ def export(
     from realtalk_cli.inference.models import load_models
     from realtalk_cli.pipelines.export import TOLERANCE, export_pipeline
 
+    if out is not None and out.exists() and not out.is_dir():
+        from realtalk_cli.errors import UsageError
+
+        raise UsageError("--out must be a directory (it gets a2e.onnx and renderer.onnx)", out)
     a2e, stage, _ = load_models(checkpoint, "cpu")
     report = export_pipeline(a2e, stage.e2f.renderer if stage.name == "fia" else None, out or checkpoint / "onnx", {"checkpoint": str(checkpoint)})
     for name, r in report.items():
@@ -408,7 +428,9 @@ def _print_summary(result) -> None:
 
     from realtalk_cli.progress import console
 
-    t = Table(title=f"{result.output}: {result.frames} frames, {result.width}x{result.height} @ {result.fps:g} fps, "
+    w, h = result.width, result.height
+    size = f"{w}x{h}" + (f" (encoded {w + w % 2}x{h + h % 2}: H.264 4:2:0 needs even sides)" if w % 2 or h % 2 else "")
+    t = Table(title=f"{result.output}: {result.frames} frames, {size} @ {result.fps:g} fps, "
                     f"{result.faces_missing} without a face")
     for col in ("stage", "seconds", "frames/s"):
         t.add_column(col, justify="left" if col == "stage" else "right")

@@ -28,15 +28,22 @@ def check_output_path(out: str | os.PathLike, inputs=(), overwrite: bool = True)
             raise UsageError("output would overwrite an input file", out)
     if out.exists() and not overwrite:
         raise UsageError("output exists (pass --overwrite to replace it)", out)
+    try:  # the temp file the output will be written to: a read-only folder fails now, not after the work
+        _new_temp(out.parent, out.stem, out.suffix, _create_file).unlink()
+    except OSError as e:
+        raise RealtalkError(f"cannot write in {out.parent} ({e.strerror})", out) from None
     return out
+
+
+def _create_file(path: Path) -> None:
+    os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
 
 
 @contextlib.contextmanager
 def atomic_file(target: str | os.PathLike):
     """Yield a temp path beside `target` (same suffix, so tools infer the format); rename on success."""
     target = Path(target)
-    tmp = _new_temp(target.parent, target.stem, target.suffix,
-                    lambda p: os.close(os.open(p, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)))
+    tmp = _new_temp(target.parent, target.stem, target.suffix, _create_file)
     try:
         yield tmp
         _umask_modes(tmp)

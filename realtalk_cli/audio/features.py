@@ -27,6 +27,7 @@ SAMPLE_RATE = 16000
 HOP = 320  # 20 ms: 50 features per second
 FEATURES_PER_FRAME = 2  # at 25 fps video
 DERIVED = ("dim", "rate_hz", "sample_rate")
+KINDS = ("mel", "hubert")
 
 
 @dataclass
@@ -87,7 +88,7 @@ class AudioFrontEnd:
         elif c.kind == "hubert":
             self._load_hubert()
         else:
-            raise RealtalkError(f"unknown audio features {c.kind!r} (expected mel or hubert)")
+            raise RealtalkError(f"unknown audio features {c.kind!r} (expected {' or '.join(KINDS)})")
 
     def _load_hubert(self) -> None:
         from transformers import HubertModel

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from realtalk_cli.audio.features import AudioFrontEnd
-from realtalk_cli.errors import RealtalkError
+from realtalk_cli.errors import RealtalkError, UsageError
 from realtalk_cli.face import align
 from realtalk_cli.face.model import FaceModel
 from realtalk_cli.fsutil import check_output_path
@@ -128,6 +128,9 @@ class Dubber:
         pre-encode frame (tests use it to check untouched pixels)."""
         options = options or DubOptions()
         video, speech = Path(video), Path(speech)
+        for name in (out, options.preview):
+            if name is not None:
+                check_video_name(name)
         out = check_output_path(out, [video, speech], overwrite=options.overwrite)
         for extra in (options.preview, options.mouth_curve):
             if extra is not None:
@@ -250,11 +253,37 @@ def _preview_frame(source, dubbed, paste, pw, ph) -> np.ndarray:
     return np.concatenate(panels, axis=1)
 
 
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv")  # containers that take H.264 video with AAC audio
+
+
+def check_video_name(path: str | os.PathLike) -> None:
+    suffix = Path(path).suffix.lower()
+    if suffix not in VIDEO_SUFFIXES:
+        raise UsageError(f"a video output needs a name ending in {', '.join(VIDEO_SUFFIXES)} (got {suffix or 'no extension'})", path)
+
+
 def check_job(video: str | os.PathLike, speech: str | os.PathLike, out: str | os.PathLike, overwrite: bool = False) -> None:
     """Fail fast, before models load, on inputs that cannot work."""
     from realtalk_cli.fsutil import require_file
 
+    check_video_name(out)
     if not probe(video).has_video:
         raise RealtalkError("file has no video stream", video)
     require_file(speech, "speech file")
     check_output_path(out, [video, speech], overwrite=overwrite)
+
+
+def check_jobs(jobs: list[tuple[Path, Path, Path]], overwrite: bool = False) -> None:
+    """check_job for every job, after checking that no two jobs write one file and no job writes
+    over another's input (batch jobs would otherwise overwrite each other silently)."""
+    inputs = {Path(p).resolve() for v, s, _ in jobs for p in (v, s)}
+    outputs: dict[Path, int] = {}
+    for k, (_, _, out) in enumerate(jobs, 1):
+        key = Path(out).resolve()
+        if key in outputs:
+            raise UsageError(f"jobs {outputs[key]} and {k} write the same output", out)
+        if key in inputs:
+            raise UsageError(f"job {k} would write over an input of another job", out)
+        outputs[key] = k
+    for job in jobs:
+        check_job(*job, overwrite)

@@ -303,6 +303,8 @@ def preprocess_dataset(inputs: list[str | os.PathLike], out: str | os.PathLike, 
     `device` runs HuBERT features and the Deep3DFaceRecon regressor."""
     config = config or PreprocessConfig()
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UsageError("dataset directory is a file", out)
     t0 = time.time()
     if not (0 <= shard[0] < shard[1]):
         raise UsageError(f"--shard must be i/n with 0 <= i < n, got {shard[0]}/{shard[1]}")
@@ -329,7 +331,7 @@ def preprocess_dataset(inputs: list[str | os.PathLike], out: str | os.PathLike, 
                if (out / SOURCES / f"{n}.json").is_file()]
     complete = shard[1] == 1 or len(records) == len(named)
     clips_out, fit_error = [], None
-    if complete:
+    if complete and any(r["status"] == "ok" for r in records):  # no manifest for a dataset without a clip
         clips_out, fit_error = _finish(out, records, config, progress, str(device))
     return PreprocessResult(out, records, clips_out, fit_error, time.time() - t0, complete)
 
@@ -486,6 +488,10 @@ def run(inputs, out, config: PreprocessConfig, workers: int = 1, shard: tuple[in
         if r["status"] != "ok":
             console.print(f"[red]failed[/red] {r['source']}: {r['reason']}", highlight=False, soft_wrap=True)
     n_ok = sum(r["status"] == "ok" for r in result.sources)
+    if result.complete and n_ok == 0:  # an empty dataset is no success; the failure records stay, for --retry-failed
+        bad = next(r for r in result.sources if r["status"] != "ok")
+        more = f" (and {len(result.sources) - 1} more videos failed)" if len(result.sources) > 1 else ""
+        raise RealtalkError(f"{bad['reason']}; no video could be used{more}", bad["source"])
     if result.complete:
         err = f"{result.fit_error:.2f} px" if result.fit_error is not None else "-"
         console.print(f"{len(result.clips)} clips from {n_ok} videos ({len(result.sources) - n_ok} failed); "

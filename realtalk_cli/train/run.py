@@ -116,6 +116,8 @@ def train(
         out = default_run_dir(stage, resume)
         console.print(f"train: run directory {out}{' (resumed)' if resume and out.is_dir() else ''}")
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UsageError("run directory is a file", out)
     files = [] if config is None else [config] if isinstance(config, (str, os.PathLike)) else list(config)
     if resume and (out / "config.json").is_file():
         cfg = read_config(out / "config.json")  # the run's own config; --config may only retune training

@@ -67,6 +67,9 @@ from realtalk_cli.fsutil import atomic_file
 from realtalk_cli.progress import console, progress
 
 
+AMP_MODES = ("auto", "bf16", "fp16", "off")
+
+
 @dataclass
 class TrainerConfig:
     steps: int = 1000
@@ -191,8 +194,8 @@ class Trainer:
                     for n, m in task.models.items()} if cfg.ema > 0 else {}
 
     def _amp_dtype(self, amp: str) -> torch.dtype | None:
-        if amp not in ("auto", "bf16", "fp16", "off"):
-            raise UsageError(f"amp {amp!r}: expected auto, bf16, fp16 or off")
+        if amp not in AMP_MODES:
+            raise UsageError(f"amp {amp!r}: expected {', '.join(AMP_MODES)}")
         if self.device.type != "cuda" or amp == "off":
             return None  # CPU autocast is slower than fp32 for these small networks
         if amp == "auto":
