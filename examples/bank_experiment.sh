@@ -26,7 +26,8 @@ for entry in "${clips[@]}"; do
     /usr/bin/time -f "%e s wall, %M KB peak" realtalk --quiet dub "$train" "$held" -o "$out/${c}_${r}_adapt.mp4" --overwrite \
         --adapt --adapt-minutes "$minutes" --renderer "$r" --cache-dir "$out/cache" 2> "$out/${c}_${r}_adapt.time"
     model=$(for d in "$out"/cache/adapt/*/; do  # the cache entry of this clip and renderer
-      grep -q "${c}_train80" "$d/source.json" && grep -q "\"$r\"" "$d/model/renderer.json" && echo "${d}model"; done | head -1)
+      if grep -q "${c}_train80" "$d/source.json" && grep -q "\"$r\"" "$d/model/renderer.json"; then echo "${d}model"; fi
+    done | head -1)
     for drive in tracked audio; do
       realtalk --quiet dub "$held" "$held" -o "$out/${c}_${r}_${drive}.mp4" --overwrite --checkpoint "$model" \
           --renderer "$r" --drive "$drive" --preview "$out/${c}_${r}_${drive}_preview.mp4" > "$out/${c}_${r}_${drive}.log"
