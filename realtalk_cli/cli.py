@@ -235,7 +235,8 @@ def dub(
 
             model_dir = learn(v, AdaptOptions(minutes=adapt_minutes, init=init, cache=cache_dir, renderer=renderer or "bank"), device)
         if model_dir not in dubbers:
-            dubbers[model_dir] = d.Dubber.from_pretrained(model_dir, device, backend, renderer)
+            dubbers[model_dir] = d.Dubber.from_pretrained(model_dir, device, backend, renderer,
+                                                          avatars=cache_dir / "avatars" if cache_dir else None)
         options = d.DubOptions(fps=rate, extend=extend, face_index=face_index, bbox=box, batch_size=batch_size,
                                crf=crf, preset=preset, preview=preview, overwrite=overwrite, seed=seed, mouth_curve=mouth_curve,
                                drive=drive, rest_in_silence=rest_in_silence)

@@ -177,3 +177,8 @@ def content_key(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()[:20]
+
+
+def cache_root() -> Path:
+    """Where realtalk keeps what it learned or computed for reuse: $REALTALK_CACHE or ~/.cache/realtalk."""
+    return Path(os.environ.get("REALTALK_CACHE") or Path.home() / ".cache" / "realtalk")

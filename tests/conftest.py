@@ -31,6 +31,12 @@ def one_thread():
     torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def private_cache(tmp_path_factory):
+    """Caches (adapted models, tracked videos) go to a temporary folder, never the user's ~/.cache."""
+    os.environ["REALTALK_CACHE"] = str(tmp_path_factory.mktemp("realtalk_cache"))
+
+
 def _ring(n: int, cx: float, cy: float, ax: float, ay: float, start: float = np.pi) -> np.ndarray:
     a = start + np.linspace(0, 2 * np.pi, n, endpoint=False)
     return np.stack([cx + ax * np.cos(a), cy - ay * np.sin(a)], 1)

@@ -109,6 +109,7 @@ class SourceTracker:
 
         from realtalk_cli.fsutil import content_key
 
+        # the video's bytes, how it is read and the face model and alignment the track is expressed in
         key = f"{content_key(video)}|{fps}|{face_index}|{bbox}|{self.fit_face.fingerprint()}|{asdict(self.align_config)}"
         return self.cache / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.safetensors"
 

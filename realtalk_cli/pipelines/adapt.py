@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 
 from realtalk_cli.errors import RealtalkError, UsageError
-from realtalk_cli.fsutil import atomic_file, content_key, require_file
+from realtalk_cli.fsutil import atomic_file, cache_root, content_key, require_file
 from realtalk_cli.progress import console
 
 # defaults sized for the device: a small 128x128 configuration on CPU (shipped configs), the paper's on
@@ -56,10 +56,6 @@ class AdaptOptions:
     a2e_config: Path | None = None        # override the stage configs (JSON, as for `realtalk train`)
     e2f_config: Path | None = None
     renderer: str = "bank"                # "bank" (the video's own frames) or "fia" (the paper's renderer)
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("REALTALK_CACHE") or Path.home() / ".cache" / "realtalk")
 
 
 def stage_configs(options: AdaptOptions, device: torch.device) -> dict[str, Path | None]:

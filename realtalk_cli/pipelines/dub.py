@@ -26,7 +26,7 @@ from realtalk_cli.audio.features import AudioFrontEnd
 from realtalk_cli.errors import RealtalkError, UsageError
 from realtalk_cli.face import align
 from realtalk_cli.face.model import FaceModel
-from realtalk_cli.fsutil import check_output_path
+from realtalk_cli.fsutil import cache_root, check_output_path
 from realtalk_cli.inference.a2e_stream import expressions_25hz
 from realtalk_cli.inference.models import load_models
 from realtalk_cli.inference.threads import Worker, prefetch
@@ -88,7 +88,8 @@ class Dubber:
     """Loaded models, reused across dubbing jobs (batch mode loads them once)."""
 
     def __init__(self, a2e, stage, a2e_config: dict, device: torch.device, avatars: str | os.PathLike | None = None):
-        """`avatars`: a directory where tracked source videos are kept (a second dub skips tracking)."""
+        """`avatars`: a directory where tracked source videos are kept (a second dub skips tracking);
+        never the model directory, which is an input and stays untouched."""
         self.a2e, self.stage, self.device = a2e, stage, device
         self.face: FaceModel = stage.face
         self.audio = AudioFrontEnd(a2e_config["audio"], device=device)
@@ -100,10 +101,11 @@ class Dubber:
 
     @classmethod
     def from_pretrained(cls, model_dir: str | os.PathLike, device: torch.device | str = "cpu", backend: str = "torch",
-                        renderer: str | None = None) -> "Dubber":
+                        renderer: str | None = None, avatars: str | os.PathLike | None = None) -> "Dubber":
+        """Models from `model_dir`; tracked videos cached in `avatars` (default: the cache root's avatars/)."""
         device = torch.device(device)
         a2e, stage, cfg = load_models(model_dir, device, backend, renderer)
-        return cls(a2e, stage, cfg, device, avatars=Path(model_dir) / "avatars")
+        return cls(a2e, stage, cfg, device, avatars=avatars or cache_root() / "avatars")
 
     # ---- pass 1 -------------------------------------------------------------------------------
     def track(self, video: str | os.PathLike, options: DubOptions, info=None, clock: Clock | None = None) -> SourceTrack:
