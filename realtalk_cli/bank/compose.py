@@ -36,6 +36,7 @@ class ComposeConfig:
     neck_extend: float = 0.1  # a little under the chin: enough to cover a moving jaw, little neck or collar
     feather: float = 0.025     # soft edge, fraction of the face-model crop side
     band: float = 0.03         # width of the colour-matching band at the edge, same unit
+    side_inset: float = 0.75   # the region's width about the mouth: its sides stay off the face's outline
 
 
 @dataclass
@@ -61,6 +62,7 @@ class BankRenderer:
         self._unit = typical_mismatch(self._descriptors)
         self._successor = bank.successor()
         self._contour = self.face.groups["mask_contour"].cpu()
+        self._lips = self.face.groups["lips_outer"].cpu().numpy()
 
     # ---- retrieval over a whole output ---------------------------------------------------------
     def plan(self, alpha: np.ndarray, beta: np.ndarray, rho: np.ndarray, prev: int | None = None,
@@ -83,6 +85,10 @@ class BankRenderer:
         both = project(self.face, alpha, np.stack([beta_hat, beta_shown]), np.stack([rho, rho]))
         target = to_frame(np.vstack([both[0][self.bank.index.numpy()], border_anchors(S)]))
         contours = extend_to_neck(torch.as_tensor(both[:, self._contour]), self.cfg.neck_extend).numpy()
+        # narrowed about the mouth (crop x runs along the eye line): on a turned head the jaw contour is the
+        # face's outline, and a warp that reaches past it pulls hair or background into the cheek
+        centre = both[0][self._lips].mean(0)
+        contours[..., 0] = centre[0] + self.cfg.side_inset * (contours[..., 0] - centre[0])
         polys = [to_frame(c) for c in contours]
 
         h, w = frame.shape[:2]
