@@ -15,7 +15,7 @@ from typing import Optional
 
 import typer
 
-from realtalk_cli import __version__
+from realtalk_cli import __version__, cli_args
 from realtalk_cli.errors import RealtalkError
 from realtalk_cli.progress import err_console, set_quiet
 
@@ -100,11 +100,11 @@ def preprocess(
     if features not in KINDS:
         raise UsageError(f"--features {features!r}: expected {' or '.join(KINDS)}")
     config = pp.PreprocessConfig(
-        align=AlignConfig(crop_size=crop_size), tracker=TrackerConfig(face_index=face_index, bbox=pp.parse_bbox(bbox)),
+        align=AlignConfig(crop_size=crop_size), tracker=TrackerConfig(face_index=face_index, bbox=cli_args.parse_bbox(bbox)),
         features=AudioFeatureConfig(kind=features, hubert=hubert or "", layer=hubert_layer), face_model=face_model,
         n_id=n_id, n_exp=n_exp, bfm=bfm and str(bfm), d3dfr=d3dfr and str(d3dfr), val_fraction=val_fraction,
-        val_list=pp.parse_val_list(val_list), rebuild_face_model=rebuild_face_model)
-    pp.run(inputs, out, config, workers, pp.parse_shard(shard), retry_failed, resolve_device(OPTIONS.device))
+        val_list=cli_args.parse_val_list(val_list), rebuild_face_model=rebuild_face_model)
+    pp.run(inputs, out, config, workers, cli_args.parse_shard(shard), retry_failed, resolve_device(OPTIONS.device))
 
 
 @app.command(epilog="Example:  realtalk train --stage a2e   (then --stage e2f; both read data/ and write models/run/, "
@@ -199,13 +199,7 @@ def dub(
         raise UsageError("--init, --adapt-minutes and --cache-dir go with adaptation, not with --checkpoint")
     if adapt_minutes is not None and not 0 < adapt_minutes < float("inf"):
         raise UsageError(f"--adapt-minutes {adapt_minutes:g}: expected a positive number of minutes")
-    box = None
-    if bbox is not None:
-        try:
-            box = tuple(float(v) for v in bbox.split(","))
-            assert len(box) == 4
-        except (ValueError, AssertionError):
-            raise UsageError(f"--bbox {bbox!r}: expected four numbers x0,y0,x1,y1") from None
+    box = cli_args.parse_bbox(bbox)
     try:
         rate = None if fps == "source" else float(fps)
         assert rate is None or 0 < rate < float("inf")
@@ -284,7 +278,7 @@ def bench(
 
         a2e, stage, _ = load_models(checkpoint, device)
         renderer = stage.e2f.renderer if stage.name == "fia" else None  # the bank renderer has no network
-    result = b.run_bench(device, a2e, renderer, sizes, kinds, repeats, max_seconds, e2e_seconds, e2e=b.parse_e2e(e2e),
+    result = b.run_bench(device, a2e, renderer, sizes, kinds, repeats, max_seconds, e2e_seconds, e2e=cli_args.parse_e2e(e2e),
                          on_row=lambda r: console.print(f"  {r.stage} {r.backend} batch {r.batch}: {r.ms_per_frame:.2f} ms/frame"))
     if json_out is not None:
         with atomic_file(json_out) as tmp:
@@ -391,7 +385,7 @@ def eval_(
     for out in (json_out, report):
         if out is not None:
             check_output_path(out, inputs)
-    options = ev.EvalOptions(fps=fps, frames=ev.parse_frames(frames), crop_size=crop_size, fid_weights=fid_weights,
+    options = ev.EvalOptions(fps=fps, frames=cli_args.parse_frames(frames), crop_size=crop_size, fid_weights=fid_weights,
                              lpips_weights=list(lpips_weights or []), arcface_weights=arcface_weights,
                              syncnet_weights=syncnet_weights, device=OPTIONS.device, batch_size=batch_size)
     result = ev.evaluate(video, source, speech, mouth_curve, options)

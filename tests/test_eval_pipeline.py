@@ -14,7 +14,8 @@ from realtalk_cli.eval.metrics import polygon_mask
 from realtalk_cli.face import mediapipe_mesh as mesh
 from realtalk_cli.face.tracker import TrackerConfig, track_frames
 from realtalk_cli.media import VideoReader, VideoWriter, mux
-from realtalk_cli.pipelines.evaluate import EvalOptions, evaluate, parse_frames, write_mouth_curve
+from realtalk_cli.cli_args import parse_frames
+from realtalk_cli.pipelines.evaluate import EvalOptions, evaluate, write_mouth_curve
 
 N_FRAMES = 30
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from mediagen import astronaut_frames, make_face_video
+from realtalk_cli import cli_args
 from realtalk_cli.data.dataset import Dataset
 from realtalk_cli.errors import UsageError
 from realtalk_cli.media import VideoReader
@@ -161,11 +162,11 @@ def test_speaker_choice_options():
     assert TrackerConfig(face_index=2).max_faces == 3
     with pytest.raises(UsageError):
         TrackerConfig(bbox=(10, 10, 5, 20))
-    assert pp.parse_bbox("1,2,30,40") == (1.0, 2.0, 30.0, 40.0)
-    assert pp.parse_shard("1/4") == (1, 4) and pp.parse_shard(None) == (0, 1)
+    assert cli_args.parse_bbox("1,2,30,40") == (1.0, 2.0, 30.0, 40.0)
+    assert cli_args.parse_shard("1/4") == (1, 4) and cli_args.parse_shard(None) == (0, 1)
     for bad in ("4/4", "x", "1/"):
         with pytest.raises(UsageError):
-            pp.parse_shard(bad)
+            cli_args.parse_shard(bad)
 
 
 def test_face_selection_messages(videos, tmp_path):

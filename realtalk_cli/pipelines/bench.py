@@ -165,22 +165,6 @@ def environment(device: torch.device) -> dict:
     return env
 
 
-def parse_e2e(spec: str) -> list[tuple[str, tuple[int, int]]]:
-    """'fia@1280x720,bank@512x512' -> [(renderer, (width, height)), ...]."""
-    from realtalk_cli.errors import UsageError
-
-    out = []
-    for item in filter(None, (x.strip() for x in spec.split(","))):
-        try:
-            renderer, size = item.split("@")
-            w, h = (int(v) for v in size.lower().split("x"))
-            assert renderer in ("fia", "bank") and w >= 64 and h >= 64
-        except (ValueError, AssertionError):
-            raise UsageError(f"--e2e {item!r}: expected RENDERER@WIDTHxHEIGHT with RENDERER fia or bank, e.g. bank@512x512") from None
-        out.append((renderer, (w, h)))
-    return out
-
-
 def run_bench(device: torch.device, a2e: A2ETransformer | None = None, renderer: Renderer | None = None,
               batches=(1, 8, 32), backends=None, repeats: int = 5, max_seconds: float = 60.0,
               e2e_seconds: float = 0.0, on_row=None, e2e=(("fia", (1280, 720)),)) -> dict:

@@ -123,20 +123,6 @@ def read_mouth_curve(path: str | os.PathLike) -> tuple[np.ndarray, float | None]
 
 
 # -- helpers --------------------------------------------------------------------------------------
-def parse_frames(text: str | None) -> tuple[int, int | None] | None:
-    """'a:b', 'a:' or ':b' -> (a, b) frame range; None/'' -> None."""
-    if not text:
-        return None
-    try:
-        a, b = text.split(":")
-        start, stop = int(a) if a.strip() else 0, int(b) if b.strip() else None
-    except ValueError:
-        raise UsageError(f"--frames {text!r}: expected START:STOP frame indices, e.g. 400:500 or 400:") from None
-    if start < 0 or (stop is not None and stop <= start):
-        raise UsageError(f"--frames {text!r}: need 0 <= START < STOP")
-    return start, stop
-
-
 def _reader(path: Path, options: EvalOptions, info) -> VideoReader:
     start, stop = options.frames or (0, None)
     return VideoReader(path, options.fps, info=info, start=start, stop=stop)

@@ -426,37 +426,6 @@ def _finish(out: Path, records: list[dict], config: PreprocessConfig, progress, 
 # -- command line ---------------------------------------------------------------------------------
 
 
-def parse_shard(text: str | None) -> tuple[int, int]:
-    """'i/n' -> (i, n); None -> (0, 1)."""
-    if not text:
-        return 0, 1
-    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
-    if not m or not int(m[1]) < int(m[2]):
-        raise UsageError(f"--shard must look like i/n with 0 <= i < n (e.g. 0/4), got {text!r}")
-    return int(m[1]), int(m[2])
-
-
-def parse_bbox(text: str | None) -> tuple[float, float, float, float] | None:
-    if not text:
-        return None
-    try:
-        box = tuple(float(v) for v in text.split(","))
-    except ValueError:
-        box = ()
-    if len(box) != 4:
-        raise UsageError(f"--bbox must be x0,y0,x1,y1 in source pixels, got {text!r}")
-    return box
-
-
-def parse_val_list(text: str | None) -> list[str]:
-    """A file with one source name per line, or a comma-separated list of names (file stems)."""
-    if not text:
-        return []
-    path = Path(text)
-    items = path.read_text().split() if path.is_file() else text.split(",")
-    return [Path(i.strip()).stem for i in items if i.strip()]
-
-
 def run(inputs, out, config: PreprocessConfig, workers: int = 1, shard: tuple[int, int] = (0, 1),
         retry_failed: bool = False, device: str = "cpu") -> PreprocessResult:
     """The `realtalk preprocess` command: progress bars, then a summary table on stderr."""
