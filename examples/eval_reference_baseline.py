@@ -10,7 +10,7 @@ no motion.
 
 import argparse
 
-from realtalk_cli.pipelines.evaluate import reference_mouth_baseline
+from realtalk_cli.pipelines.baseline import reference_mouth_baseline
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("video", help="source video")

@@ -7,7 +7,6 @@ RealtalkError and print as one line; a traceback is shown only with --debug.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Optional
 
 import typer
 
-from realtalk_cli import __version__, cli_args
+from realtalk_cli import __version__, cli_args, cli_output
 from realtalk_cli.errors import RealtalkError
 from realtalk_cli.progress import err_console, set_quiet
 
@@ -104,7 +103,7 @@ def preprocess(
         features=AudioFeatureConfig(kind=features, hubert=hubert or "", layer=hubert_layer), face_model=face_model,
         n_id=n_id, n_exp=n_exp, bfm=bfm and str(bfm), d3dfr=d3dfr and str(d3dfr), val_fraction=val_fraction,
         val_list=cli_args.parse_val_list(val_list), rebuild_face_model=rebuild_face_model)
-    pp.run(inputs, out, config, workers, cli_args.parse_shard(shard), retry_failed, resolve_device(OPTIONS.device))
+    cli_output.preprocess(inputs, out, config, workers, cli_args.parse_shard(shard), retry_failed, resolve_device(OPTIONS.device))
 
 
 @app.command(epilog="Example:  realtalk train --stage a2e   (then --stage e2f; both read data/ and write models/run/, "
@@ -185,7 +184,7 @@ def dub(
     if jobs is not None:
         if video or speech or out:
             raise UsageError("give either VIDEO SPEECH -o OUT or --jobs FILE, not both")
-        todo = _read_jobs(jobs)
+        todo = cli_args.read_jobs(jobs)
     elif video is None or speech is None or out is None:
         raise UsageError("dub needs VIDEO SPEECH -o OUT (or --jobs FILE)")
     else:
@@ -236,7 +235,7 @@ def dub(
                                drive=drive, rest_in_silence=rest_in_silence)
         result = dubbers[model_dir].dub(v, s, o, options)
         if not OPTIONS.quiet:
-            _print_summary(result)
+            cli_output.dub_summary(result)
 
 
 @app.command(epilog="Example:  realtalk bench --fps --batches 1,8 --json bench.json")
@@ -395,46 +394,6 @@ def eval_(
         rep.write_report(result, report)
     # the result goes to stdout, even with --quiet
     Console(width=None if sys.stdout.isatty() else 120).print(rep.table(result, f"realtalk eval: {video.name}, frames {result.inputs['frames'][0]}:{result.inputs['frames'][1]}"))
-
-
-def _read_jobs(path: str | os.PathLike) -> list[tuple[Path, Path, Path]]:
-    """Batch mode: a CSV (header video,speech,output) or a JSON list of {"video", "speech", "output"}."""
-    import csv
-
-    path = Path(path)
-    if not path.is_file():
-        raise RealtalkError("jobs file not found", path)
-    try:
-        if path.suffix.lower() == ".json":
-            rows = json.loads(path.read_text())
-        else:
-            rows = list(csv.DictReader(path.read_text().splitlines()))
-        jobs = [(Path(r["video"]), Path(r["speech"]), Path(r["output"])) for r in rows]
-    except (KeyError, TypeError, ValueError, json.JSONDecodeError) as e:
-        raise RealtalkError(f"cannot read jobs: expected video, speech, output for every job ({e})", path) from None
-    if not jobs:
-        raise RealtalkError("no jobs listed", path)
-    base = path.parent
-    return [(base / v, base / s, base / o) for v, s, o in jobs]
-
-
-def _print_summary(result) -> None:
-    from rich.table import Table
-
-    from realtalk_cli.progress import console
-
-    w, h = result.width, result.height
-    size = f"{w}x{h}" + (f" (encoded {w + w % 2}x{h + h % 2}: H.264 4:2:0 needs even sides)" if w % 2 or h % 2 else "")
-    t = Table(title=f"{result.output}: {result.frames} frames, {size} @ {result.fps:g} fps, "
-                    f"{result.faces_missing} without a face")
-    for col in ("stage", "seconds", "frames/s"):
-        t.add_column(col, justify="left" if col == "stage" else "right")
-    for stage, sec in result.stages.items():
-        t.add_row(stage, f"{sec:.2f}", f"{result.frames / sec:.1f}" if sec > 0 else "-")
-    t.add_row("total (wall; stages overlap)", f"{result.seconds:.2f}", f"{result.frames / result.seconds:.1f}")
-    if result.first_frame is not None:
-        t.caption = f"first frame after {result.first_frame:.2f} s"
-    console.print(t)
 
 
 def _quiet_native_stderr() -> None:

@@ -3,10 +3,12 @@ naming the option). The pipelines take plain Python values and parse nothing."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
 from pathlib import Path
 
-from realtalk_cli.errors import UsageError
+from realtalk_cli.errors import RealtalkError, UsageError
 
 
 def parse_shard(text: str | None) -> tuple[int, int]:
@@ -66,3 +68,24 @@ def parse_e2e(spec: str) -> list[tuple[str, tuple[int, int]]]:
             raise UsageError(f"--e2e {item!r}: expected RENDERER@WIDTHxHEIGHT with RENDERER fia or bank, e.g. bank@512x512") from None
         out.append((renderer, (w, h)))
     return out
+
+
+def read_jobs(path: str | os.PathLike) -> list[tuple[Path, Path, Path]]:
+    """Batch mode: a CSV (header video,speech,output) or a JSON list of {"video", "speech", "output"}."""
+    import csv
+
+    path = Path(path)
+    if not path.is_file():
+        raise RealtalkError("jobs file not found", path)
+    try:
+        if path.suffix.lower() == ".json":
+            rows = json.loads(path.read_text())
+        else:
+            rows = list(csv.DictReader(path.read_text().splitlines()))
+        jobs = [(Path(r["video"]), Path(r["speech"]), Path(r["output"])) for r in rows]
+    except (KeyError, TypeError, ValueError, json.JSONDecodeError) as e:
+        raise RealtalkError(f"cannot read jobs: expected video, speech, output for every job ({e})", path) from None
+    if not jobs:
+        raise RealtalkError("no jobs listed", path)
+    base = path.parent
+    return [(base / v, base / s, base / o) for v, s, o in jobs]

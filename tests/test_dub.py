@@ -102,7 +102,7 @@ def test_preview_and_source_fps(dubber, tmp_path):
     assert result.frames == 30 and probe(result.output).fps == 30
     p = probe(tmp_path / "p.mp4")
     assert p.width == 3 * 192 and p.has_audio
-    from realtalk_cli.pipelines.evaluate import read_mouth_curve
+    from realtalk_cli.eval.mouth_curve import read_mouth_curve
 
     curve, fps = read_mouth_curve(tmp_path / "m.json")
     assert len(curve) == 30 and fps == 30 and np.isfinite(curve).all() and curve.std() > 0

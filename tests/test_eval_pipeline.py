@@ -9,13 +9,15 @@ import numpy as np
 import pytest
 
 from mediagen import make_face_video
+from realtalk_cli.cli_args import parse_frames
 from realtalk_cli.errors import RealtalkError, UsageError
 from realtalk_cli.eval.metrics import polygon_mask
 from realtalk_cli.face import mediapipe_mesh as mesh
 from realtalk_cli.face.tracker import TrackerConfig, track_frames
 from realtalk_cli.media import VideoReader, VideoWriter, mux
-from realtalk_cli.cli_args import parse_frames
-from realtalk_cli.pipelines.evaluate import EvalOptions, evaluate, write_mouth_curve
+
+from realtalk_cli.eval.mouth_curve import write_mouth_curve
+from realtalk_cli.pipelines.evaluate import EvalOptions, evaluate
 
 N_FRAMES = 30
 
@@ -234,7 +236,7 @@ def test_networks_run_when_weights_are_given(clips, tmp_path, monkeypatch):
 
 def test_reference_mouth_baseline(clips, tmp_path):
     from realtalk_cli.media import probe
-    from realtalk_cli.pipelines.evaluate import reference_mouth_baseline
+    from realtalk_cli.pipelines.baseline import reference_mouth_baseline
 
     out = reference_mouth_baseline(clips["brighten"], tmp_path / "baseline.mp4")
     assert probe(out).has_audio and probe(out).n_frames == N_FRAMES
@@ -253,7 +255,7 @@ def test_real_clip_static_mouth_baseline_is_worse_than_the_source(tmp_path):
     """On a real speaker: the source against itself is ideal, the frozen-mouth baseline loses most
     in the mask region and on the lips, and its mouth no longer follows the source's."""
     from conftest import SHARED_DATA
-    from realtalk_cli.pipelines.evaluate import reference_mouth_baseline
+    from realtalk_cli.pipelines.baseline import reference_mouth_baseline
 
     video = SHARED_DATA / "video" / "mimictalk_May_5s.mp4"
     if not video.is_file():

@@ -21,7 +21,7 @@ from realtalk_cli.data.dataset import Dataset
 from realtalk_cli.media import VideoReader, probe
 from realtalk_cli.inference.a2e import SilenceGate, frame_db, resample_frames, voice_activity
 from realtalk_cli.pipelines.dub import Dubber, SourceTrack
-from realtalk_cli.pipelines.evaluate import read_mouth_curve
+from realtalk_cli.eval.mouth_curve import read_mouth_curve
 from realtalk_cli.configs import config_path
 from realtalk_cli.train.run import train
 

@@ -172,7 +172,7 @@ class Dubber:
 
     def _write_mouth_curve(self, path, beta_hat, track, indices, fps) -> None:
         """The mouth opening the renderer is asked for, per output frame: V(alpha, beta_hat, rho) of the shown frame."""
-        from realtalk_cli.pipelines.evaluate import write_mouth_curve
+        from realtalk_cli.eval.mouth_curve import write_mouth_curve
 
         t = lambda a: torch.as_tensor(np.asarray(a, np.float32))  # noqa: E731
         with torch.no_grad():

@@ -17,7 +17,7 @@ compared in the same crop (AlignConfig, 256 px by default):
 
 Cross-audio protocol (any dubbed video):
   mouth r vs curve   correlation of the tracked mouth opening with a curve the caller supplies (e.g.
-                     the a2e prediction `dub` stores; `write_mouth_curve` / `read_mouth_curve`)
+                     the a2e prediction `dub` stores; eval/mouth_curve.py)
   silent lips        mouth motion during silent stretches of the speech (default: the dubbed
                      video's own audio track, which is the speech `dub` muxed in)
   LSE-D / LSE-C      SyncNet, only with its weights
@@ -28,7 +28,6 @@ a needed face was not found are left out of that metric, and counted.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -36,14 +35,14 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 
 from realtalk_cli.errors import RealtalkError, UsageError
 from realtalk_cli.eval import metrics as M
+from realtalk_cli.eval.mouth_curve import read_mouth_curve
+from realtalk_cli.eval.networks import Networks, PairBatcher
 from realtalk_cli.face import align
 from realtalk_cli.face import mediapipe_mesh as mesh
 from realtalk_cli.face.tracker import FaceTrack, TrackerConfig, track_frames
-from realtalk_cli.fsutil import atomic_file
 from realtalk_cli.media import SAMPLE_RATE, VideoReader, load_audio, probe
 from realtalk_cli.progress import progress
 
@@ -99,29 +98,6 @@ class EvalResult:
                 "per_frame": {k: [clean(v) for v in np.asarray(a, np.float64)] for k, a in self.per_frame.items()}}
 
 
-# -- mouth-curve sidecar ------------------------------------------------------------------------
-def write_mouth_curve(path: str | os.PathLike, opening: np.ndarray, fps: float, source: str = "a2e") -> None:
-    """Store a per-output-frame mouth-opening curve (any unit; e.g. FaceModel.mouth_opening of beta_hat)."""
-    data = {"format": "realtalk-mouth-curve", "fps": fps, "source": source,
-            "mouth_opening": [None if not np.isfinite(v) else float(v) for v in np.asarray(opening, np.float64)]}
-    with atomic_file(path) as tmp:
-        Path(tmp).write_text(json.dumps(data))
-
-
-def read_mouth_curve(path: str | os.PathLike) -> tuple[np.ndarray, float | None]:
-    """(curve [T], fps or None) from a sidecar written by `write_mouth_curve` or a plain JSON list."""
-    path = Path(path)
-    if not path.is_file():
-        raise RealtalkError("mouth-curve file not found", path)
-    try:
-        data = json.loads(path.read_text())
-        values, fps = (data, None) if isinstance(data, list) else (data["mouth_opening"], data.get("fps"))
-        curve = np.array([np.nan if v is None else float(v) for v in values], np.float64)
-    except (ValueError, KeyError, TypeError) as e:
-        raise RealtalkError(f"not a mouth-curve JSON (a list of numbers, or {{\"mouth_opening\": [...]}}): {e}", path) from None
-    return curve, fps
-
-
 # -- helpers --------------------------------------------------------------------------------------
 def _reader(path: Path, options: EvalOptions, info) -> VideoReader:
     start, stop = options.frames or (0, None)
@@ -136,75 +112,6 @@ def _track(path: Path, options: EvalOptions, info, what: str, p) -> FaceTrack:
 
 def _to_size(frame: np.ndarray, width: int, height: int) -> np.ndarray:
     return frame if frame.shape[:2] == (height, width) else cv2.resize(frame, (width, height), interpolation=cv2.INTER_AREA)
-
-
-def _tensor(images: list[np.ndarray], device: torch.device) -> torch.Tensor:
-    return torch.from_numpy(np.stack(images)).to(device).permute(0, 3, 1, 2).float() / 255
-
-
-class _Networks:
-    """The optional networks, loaded from their weights; `None` where no weights were given."""
-
-    def __init__(self, options: EvalOptions, device: torch.device, reconstruction: bool):
-        self.device = device
-        self.fid = self.lpips = self.arcface = self.syncnet = None
-        if reconstruction and options.fid_weights:
-            from realtalk_cli.eval.inception import FIDInceptionV3
-
-            self.fid = FIDInceptionV3.from_file(options.fid_weights).to(device)
-        if reconstruction and options.lpips_weights:
-            from realtalk_cli.eval.lpips import LPIPS
-
-            self.lpips = LPIPS.from_files(options.lpips_weights).to(device)
-        if reconstruction and options.arcface_weights:
-            from realtalk_cli.eval.arcface import IResNet
-
-            self.arcface = IResNet.from_file(options.arcface_weights).to(device)
-        if options.syncnet_weights:
-            from realtalk_cli.eval.syncnet import SyncNet
-
-            self.syncnet = SyncNet.from_file(options.syncnet_weights).to(device)
-
-
-class _PairBatcher:
-    """Crop pairs (ours, source) -> LPIPS per frame, InceptionV3 features, CSIM per frame, in batches."""
-
-    def __init__(self, nets: _Networks, batch_size: int):
-        self.nets, self.batch_size = nets, batch_size
-        self.pending: list[tuple[int, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]] = []
-        self.lpips: dict[int, float] = {}
-        self.csim: dict[int, float] = {}
-        self.feats_ours: list[np.ndarray] = []
-        self.feats_source: list[np.ndarray] = []
-
-    def add(self, i: int, ours: np.ndarray, source: np.ndarray, faces: tuple | None) -> None:
-        if self.nets.fid is None and self.nets.lpips is None and self.nets.arcface is None:
-            return
-        self.pending.append((i, ours, source, *(faces or (None, None))))
-        if len(self.pending) >= self.batch_size:
-            self.flush()
-
-    @torch.no_grad()
-    def flush(self) -> None:
-        if not self.pending:
-            return
-        idx, ours, source, face_o, face_s = zip(*self.pending)
-        self.pending = []
-        dev = self.nets.device
-        if self.nets.lpips is not None or self.nets.fid is not None:
-            a, b = _tensor(list(ours), dev), _tensor(list(source), dev)
-            if self.nets.lpips is not None:
-                self.lpips.update(zip(idx, self.nets.lpips(a, b).cpu().tolist()))
-            if self.nets.fid is not None:
-                self.feats_ours.append(self.nets.fid(a).cpu().numpy())
-                self.feats_source.append(self.nets.fid(b).cpu().numpy())
-        have = [k for k, f in enumerate(face_o) if f is not None]
-        if self.nets.arcface is not None and have:
-            from realtalk_cli.eval.arcface import cosine_similarity
-
-            eo = self.nets.arcface(_tensor([face_o[k] for k in have], dev))
-            es = self.nets.arcface(_tensor([face_s[k] for k in have], dev))
-            self.csim.update(zip([idx[k] for k in have], cosine_similarity(eo, es).cpu().tolist()))
 
 
 # -- the protocols --------------------------------------------------------------------------------
@@ -279,7 +186,7 @@ class _BlurFlicker:
 
 
 def _pixel_pass(dubbed, source, info_d, info_s, options: EvalOptions, g: _Geometry, track_d: FaceTrack,
-                track_s: FaceTrack | None, pairs: _PairBatcher, sync, p) -> dict[str, np.ndarray]:
+                track_s: FaceTrack | None, pairs: PairBatcher, sync, p) -> dict[str, np.ndarray]:
     """Stream both videos once: per-frame PSNR/SSIM, blur and flicker, and crops for the networks.
     Returns the curves."""
     S, n = options.crop_size, g.n
@@ -320,7 +227,7 @@ def _nanmean(x: np.ndarray) -> float | None:
     return float(np.nanmean(x)) if np.isfinite(x).any() else None
 
 
-def _reconstruction_metrics(g: _Geometry, pix: dict, pairs: _PairBatcher, per_frame: dict) -> list[Metric]:
+def _reconstruction_metrics(g: _Geometry, pix: dict, pairs: PairBatcher, per_frame: dict) -> list[Metric]:
     R = "reconstruction"
     both = g.found_d & g.found_s
     m_lmd = np.where(both, M.landmark_distances(g.lm_d, g.lm_s, M.MOUTH_POINTS), np.nan)
@@ -415,7 +322,7 @@ def evaluate(dubbed: str | os.PathLike, source: str | os.PathLike | None = None,
             raise RealtalkError(f"mouth curve is at {curve_fps:g} fps, evaluation at {options.fps:g} fps (pass --fps {curve_fps:g})", mouth_curve)
         curve = curve[start:]
     device = resolve_device(options.device)
-    nets = _Networks(options, device, reconstruction=source is not None)
+    nets = Networks(options, device, reconstruction=source is not None)
 
     with progress(transient=True) as p:
         track_d = _track(dubbed, options, info_d, "dubbed video", p)
@@ -434,7 +341,7 @@ def evaluate(dubbed: str | os.PathLike, source: str | os.PathLike | None = None,
             from realtalk_cli.eval.syncnet import LSEScorer
 
             sync = LSEScorer(nets.syncnet, audio, SAMPLE_RATE, options.batch_size, device)
-        pairs = _PairBatcher(nets, options.batch_size)
+        pairs = PairBatcher(nets, options.batch_size)
         pix = None
         if source is not None or sync is not None:
             pix = _pixel_pass(dubbed, source, info_d, info_s, options, g, track_d, track_s, pairs, sync, p)
@@ -453,48 +360,3 @@ def evaluate(dubbed: str | os.PathLike, source: str | os.PathLike | None = None,
               "frames_read": {"dubbed": len(track_d), **({"source": len(track_s)} if source is not None else {})},
               "faces_found": {"dubbed": int(g.found_d.sum()), **({"source": int(g.found_s.sum())} if source is not None else {})}}
     return EvalResult(inputs, metrics, per_frame)
-
-
-# -- the static-mouth baseline ----------------------------------------------------------------------
-def reference_mouth_baseline(source: str | os.PathLike, out: str | os.PathLike, reference: int = 0,
-                             feather: float = 0.04, crf: int = 18, overwrite: bool = True) -> Path:
-    """The baseline for the reconstruction protocol: `source` untouched, except that in every frame the
-    mask region (the lower-face polygon MASK_CONTOUR of that frame) shows the reference frame's lower
-    face instead, cut from the reference's own crop and pasted through the frame's crop transform.
-
-    A method that renders the mouth from the reference must beat this to have learnt anything about
-    motion. Frames without a face stay untouched; the source's audio is kept. 25 fps, like `dub`.
-    """
-    from realtalk_cli.fsutil import check_output_path
-    from realtalk_cli.media import VideoWriter, mux
-    from realtalk_cli.pipelines.preprocess import FPS, track_video
-
-    source, out = Path(source), check_output_path(out, [source], overwrite)
-    with progress(transient=True) as p:
-        task = p.add_task("tracking source", total=VideoReader(source, FPS).n_frames)
-        track = track_video(source, TrackerConfig(), on_frame=lambda i: p.update(task, advance=1))
-    if not track.found.any():
-        raise RealtalkError("no face found in the video", source)
-    ref = reference if 0 <= reference < len(track.found) and track.found[reference] else int(np.flatnonzero(track.found)[0])
-    S = align.AlignConfig().crop_size  # track_video's crop
-    lm_crop = track.crop_landmarks()
-    ref_frame = next(iter(VideoReader(source, FPS, start=ref, stop=ref + 1)))
-    ref_crop = align.warp_to_crop(ref_frame, track.transforms[ref], S)
-    k = max(1, int(feather * S)) | 1
-    silent = out.with_name(out.stem + ".silent.mp4")
-    with progress(transient=True) as p, VideoWriter(silent, track.width, track.height, FPS, crf=crf) as writer:
-        task = p.add_task("writing baseline", total=len(track.found))
-        for i, frame in enumerate(VideoReader(source, FPS)):
-            if i < len(track.found) and track.found[i]:
-                mask = M.polygon_mask(lm_crop[i, mesh.MASK_CONTOUR, :2], (S, S)).astype(np.float32)
-                frame = align.paste_back(frame, ref_crop, track.transforms[i], cv2.GaussianBlur(mask, (k, k), 0))
-            writer.write(frame)
-            p.update(task, advance=1)
-    try:
-        if probe(source).has_audio:
-            mux(silent, load_audio(source, SAMPLE_RATE), out)
-        else:
-            silent.replace(out)
-    finally:
-        silent.unlink(missing_ok=True)
-    return out

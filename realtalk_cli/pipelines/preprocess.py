@@ -38,11 +38,11 @@ from realtalk_cli.errors import RealtalkError, UsageError
 from realtalk_cli.face import align
 from realtalk_cli.face.fit import Fit, build_landmark_model, fit_landmarks
 from realtalk_cli.face.model import FaceModel
-from realtalk_cli.face.tracker import TrackerConfig, track_frames
+from realtalk_cli.face.tracker import TrackerConfig
+from realtalk_cli.face.video_track import FPS, segments, track_video
 from realtalk_cli.fsutil import atomic_file
 
 VIDEO_EXTENSIONS = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".ts"}
-FPS = 25.0
 SAMPLES_PER_FRAME = 640  # 16 kHz / 25 fps
 SOURCES = "sources"
 
@@ -66,79 +66,6 @@ class PreprocessConfig:
 
 
 # -- one video ----------------------------------------------------------------------------------
-
-
-@dataclass
-class VideoTrack:
-    """A tracked video at 25 fps: what `dub` needs to crop, fit and paste back one video."""
-
-    landmarks: np.ndarray  # [T, 478, 3] source pixels; gaps interpolated, NaN before the first/after the last face
-    found: np.ndarray  # [T] bool: MediaPipe found the face in this frame
-    transforms: np.ndarray  # [T, 2, 3] source -> crop (smoothed; held constant outside the tracked span)
-    width: int
-    height: int
-    n_faces: np.ndarray  # [T] faces visible
-    cuts: np.ndarray  # [T] bool: a shot change starts here (tracks, smoothing and clips break there)
-
-    def crop_landmarks(self) -> np.ndarray:
-        """[T, 478, 3] landmarks in crop pixels (z scaled like x, y)."""
-        return align.transform_points(self.landmarks, self.transforms)
-
-
-def interpolate_gaps(landmarks: np.ndarray, found: np.ndarray) -> np.ndarray:
-    """Linear interpolation of landmarks across frames without a face (edges stay NaN)."""
-    out = landmarks.copy()
-    t = np.flatnonzero(found)
-    if len(t) == 0:
-        return out
-    missing = np.flatnonzero(~found)
-    inside = missing[(missing > t[0]) & (missing < t[-1])]
-    if len(inside):
-        flat = landmarks[t].reshape(len(t), -1)
-        out[inside] = np.stack([np.interp(inside, t, flat[:, k]) for k in range(flat.shape[1])], 1).reshape(
-            (len(inside),) + landmarks.shape[1:])
-    return out
-
-
-def shots(cuts: np.ndarray) -> list[tuple[int, int]]:
-    """[start, end) frame ranges between shot changes, covering all frames."""
-    bounds = [0, *np.flatnonzero(cuts).tolist(), len(cuts)]
-    return [(s, e) for s, e in zip(bounds[:-1], bounds[1:]) if e > s]
-
-
-def track_video(path: str | os.PathLike, tracker: TrackerConfig | None = None, align_config: align.AlignConfig | None = None,
-                on_frame=None) -> VideoTrack:
-    """Track the speaker through a video at 25 fps and compute the crop transforms."""
-    from realtalk_cli.media import VideoReader
-
-    align_config = align_config or align.AlignConfig()
-    tracker = tracker or TrackerConfig()
-    reader = VideoReader(path, fps=FPS)
-    tracker.check_frame(reader.width, reader.height, path)
-    track = track_frames(reader, FPS, tracker, on_frame)
-    landmarks = np.full_like(track.landmarks, np.nan)
-    transforms = np.zeros((len(track), 2, 3), np.float32)
-    for s, e in shots(track.cuts):  # never interpolate or smooth across a shot change
-        found = track.found[s:e]
-        if found.any():
-            landmarks[s:e] = interpolate_gaps(track.landmarks[s:e], found)
-            transforms[s:e] = align.crop_transforms(landmarks[s:e], found, align_config)
-    return VideoTrack(landmarks, track.found, transforms, track.width, track.height, track.n_faces, track.cuts)
-
-
-def segments(found: np.ndarray, max_gap: int, min_frames: int, cuts: np.ndarray | None = None) -> list[tuple[int, int]]:
-    """[start, end) frame ranges of continuous tracking: gaps <= max_gap are bridged, longer ones and
-    shot changes (`cuts`) split."""
-    t = np.flatnonzero(found)
-    if len(t) == 0:
-        return []
-    split = np.diff(t) > max_gap + 1
-    if cuts is not None:
-        split |= cuts[t[1:]]
-    breaks = np.flatnonzero(split)
-    starts = np.concatenate([[t[0]], t[breaks + 1]])
-    ends = np.concatenate([t[breaks], [t[-1]]]) + 1
-    return [(int(s), int(e)) for s, e in zip(starts, ends) if e - s >= min_frames]
 
 
 def fit_coefficients(face_model: FaceModel, crop_landmarks: np.ndarray, valid: np.ndarray, crops=None,
@@ -421,51 +348,3 @@ def _finish(out: Path, records: list[dict], config: PreprocessConfig, progress, 
     write_manifest(out, entries, failed, dataset_config)
     all_err = np.concatenate(errors) if errors else np.zeros(0)
     return entries, (float(all_err.mean()) if len(all_err) else None)
-
-
-# -- command line ---------------------------------------------------------------------------------
-
-
-def run(inputs, out, config: PreprocessConfig, workers: int = 1, shard: tuple[int, int] = (0, 1),
-        retry_failed: bool = False, device: str = "cpu") -> PreprocessResult:
-    """The `realtalk preprocess` command: progress bars, then a summary table on stderr."""
-    from rich.table import Table
-
-    from realtalk_cli.progress import console, progress
-
-    if workers < 1:
-        raise UsageError("--workers must be >= 1")
-    with progress() as p:
-        result = preprocess_dataset(inputs, out, config, workers, shard, retry_failed, p, device)
-    errors = {}
-    for c in result.clips:
-        errors.setdefault(c["source_name"], []).append((c["fit_error"] or 0.0, c["n_valid"]))
-    table = Table(title=f"realtalk preprocess -> {out}")
-    for col in ("video", "clips", "frames", "kept", "dropped", "no face", "fit px", "sec", "fps"):
-        table.add_column(col, justify="left" if col == "video" else "right")
-    for r in result.sources:
-        if r["status"] != "ok":
-            table.add_row(f"[red]{r['name']}[/red]", *["-"] * 8)
-            continue
-        e = errors.get(r["name"], [])
-        w = sum(n for _, n in e)
-        err = f"{sum(x * n for x, n in e) / w:.2f}" if w else "-"
-        table.add_row(r["name"], str(len(r["clips"])), str(r["frames"]), str(r["kept"]), str(r["dropped"]),
-                      str(r["missing"]), err, f"{r['seconds']:.1f}", f"{r['frames'] / max(r['seconds'], 1e-9):.1f}")
-    console.print(table)
-    for r in result.sources:
-        if r["status"] != "ok":
-            console.print(f"[red]failed[/red] {r['source']}: {r['reason']}", highlight=False, soft_wrap=True)
-    n_ok = sum(r["status"] == "ok" for r in result.sources)
-    if result.complete and n_ok == 0:  # an empty dataset is no success; the failure records stay, for --retry-failed
-        bad = next(r for r in result.sources if r["status"] != "ok")
-        more = f" (and {len(result.sources) - 1} more videos failed)" if len(result.sources) > 1 else ""
-        raise RealtalkError(f"{bad['reason']}; no video could be used{more}", bad["source"])
-    if result.complete:
-        err = f"{result.fit_error:.2f} px" if result.fit_error is not None else "-"
-        console.print(f"{len(result.clips)} clips from {n_ok} videos ({len(result.sources) - n_ok} failed); "
-                      f"mean fit error {err}; {result.seconds:.1f} s")
-    else:
-        console.print(f"shard {shard[0]}/{shard[1]} done ({n_ok} videos ok); run again without --shard once all "
-                      "shards are finished to build the face model, fit coefficients and write the manifest")
-    return result
