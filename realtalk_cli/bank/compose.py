@@ -81,7 +81,7 @@ class BankRenderer:
         """The dubbed frame and where it changed. `transform` maps frame pixels to face-model crop pixels."""
         S = self.face.crop_size
         inv = align.invert(transform)
-        to_frame = lambda p: p @ inv[:, :2].T + inv[:, 2]  # noqa: E731
+        to_frame = lambda p: align.transform_points(p, inv)  # noqa: E731
         both = project(self.face, alpha, np.stack([beta_hat, beta_shown]), np.stack([rho, rho]))
         target = to_frame(np.vstack([both[0][self.bank.index.numpy()], border_anchors(S)]))
         contours = extend_to_neck(torch.as_tensor(both[:, self._contour]), self.cfg.neck_extend).numpy()
@@ -92,7 +92,8 @@ class BankRenderer:
         polys = [to_frame(c) for c in contours]
 
         h, w = frame.shape[:2]
-        feather, band = max(1.0, self.cfg.feather * S / _scale(transform)), max(2.0, self.cfg.band * S / _scale(transform))
+        px = S / _scale(transform)  # frame pixels per crop side
+        feather, band = max(1.0, self.cfg.feather * px), max(2.0, self.cfg.band * px)
         margin = int(np.ceil(feather * 2 + band + 2))
         pts = np.concatenate(polys)
         x0, y0 = np.maximum(np.floor(pts.min(0)).astype(int) - margin, 0)

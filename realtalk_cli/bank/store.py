@@ -33,6 +33,7 @@ from realtalk_cli.errors import RealtalkError
 from realtalk_cli.face import align
 from realtalk_cli.face.model import FaceModel
 from realtalk_cli.fsutil import atomic_dir
+from realtalk_cli.media.jpeg import decode_rgb, encode_rgb
 
 FORMAT, VERSION = "realtalk-frame-bank", 1
 
@@ -95,10 +96,7 @@ class FrameBank:
 
     def crop(self, k: int) -> np.ndarray:
         """uint8 RGB image [h, w, 3] of bank frame k (the face's box of its source frame)."""
-        bgr = cv2.imdecode(np.asarray(self._crops[self.offsets[k]:self.offsets[k + 1]]), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise RealtalkError(f"bank crop {k} cannot be decoded", self.dir / "crops.bin")
-        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        return decode_rgb(self._crops[self.offsets[k]:self.offsets[k + 1]], f"bank crop {k}", self.dir / "crops.bin")
 
     def successor(self) -> np.ndarray:
         """[K] the bank frame that follows each one in its video (-1 at a segment's end): playing on
@@ -160,9 +158,9 @@ def build_bank(dataset_dir: str | os.PathLike, out: str | os.PathLike, cfg: Bank
                 # bank image pixels -> source pixels -> face-model crop pixels
                 to_source = np.array([[1 / shrink, 0, x0], [0, 1 / shrink, y0], [0, 0, 1]])
                 affines.append(transforms[t] @ to_source)
-                ok_, buf = cv2.imencode(".jpg", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, cfg.jpeg_quality])
-                blob.write(buf.tobytes())
-                offsets.append(offsets[-1] + len(buf))
+                data = encode_rgb(crop, cfg.jpeg_quality)
+                blob.write(data)
+                offsets.append(offsets[-1] + len(data))
                 frames.append(start + t)
                 segment.append(seg)
                 betas.append(coeffs["beta"][t])

@@ -25,13 +25,13 @@ import os
 from pathlib import Path
 from typing import Iterable, Sequence
 
-import cv2
 import numpy as np
 import soundfile as sf
 from safetensors.numpy import load_file, save_file
 
 from realtalk_cli.errors import RealtalkError
 from realtalk_cli.fsutil import atomic_dir, atomic_file, read_json
+from realtalk_cli.media.jpeg import decode_rgb, encode_rgb
 
 FORMAT = "realtalk-dataset"
 VERSION = 1
@@ -87,10 +87,7 @@ class Clip:
         offsets = self.track["crop_offsets"]
         out = np.empty((len(idx), self.crop_size, self.crop_size, 3), np.uint8)
         for k, i in enumerate(np.atleast_1d(idx)):
-            bgr = cv2.imdecode(np.asarray(self._crops[offsets[i]:offsets[i + 1]]), cv2.IMREAD_COLOR)
-            if bgr is None:
-                raise RealtalkError(f"crop {i} cannot be decoded", self.dir / "crops.bin")
-            cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB, dst=out[k])
+            decode_rgb(self._crops[offsets[i]:offsets[i + 1]], f"crop {i}", self.dir / "crops.bin", dst=out[k])
         return out
 
     def landmarks(self) -> np.ndarray:
@@ -204,9 +201,9 @@ class ClipWriter:
     def add_crop(self, rgb: np.ndarray) -> None:
         if rgb.shape != (self.crop_size, self.crop_size, 3) or rgb.dtype != np.uint8:
             raise ValueError(f"crop must be uint8 [{self.crop_size},{self.crop_size},3], got {rgb.dtype} {rgb.shape}")
-        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, self.quality])
-        self._file.write(buf.tobytes())
-        self.offsets.append(self.offsets[-1] + len(buf))
+        data = encode_rgb(rgb, self.quality)
+        self._file.write(data)
+        self.offsets.append(self.offsets[-1] + len(data))
 
     def finish(self, landmarks: np.ndarray, transforms: np.ndarray, valid: np.ndarray, audio: np.ndarray,
                features: np.ndarray, meta: dict | None = None) -> None:

@@ -77,18 +77,16 @@ class StreamingA2E:
 
     def finish(self, n_frames: int) -> np.ndarray:
         """The rest, once the audio has ended: `n_frames` frames in all (the audio is zero-padded)."""
-        out = []
-        while self.emitted + sum(len(o) for o in out) < n_frames:
-            start = self._next
+        out, done = [], self.emitted
+        while done < n_frames:
             self._buf = np.concatenate([self._buf, np.zeros(SAMPLES_PER_FRAME * (self.T + 2), np.float32)])
-            pred = self._window(start)
-            left = n_frames - self.emitted - sum(len(o) for o in out)
-            take = min(left, self.H if left > self.T else left)
-            if take > self.H:  # the last window: its second half is final too
-                first = self._blend(pred, self.H)
-                out.append(np.concatenate([first, pred[self.H:take]]))
-            else:
-                out.append(self._blend(pred, take))
+            pred = self._window(self._next)
+            left = n_frames - done
+            part = self._blend(pred, min(left, self.H))
+            if left <= self.T:  # the last window: its second half is final too
+                part = np.concatenate([part, pred[self.H:left]])
+            out.append(part)
+            done += len(part)
             self._prev, self._next = pred, self._next + self.H
         return self._emit(out)
 

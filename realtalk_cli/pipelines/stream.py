@@ -212,7 +212,7 @@ def stream(dubber, video: str | os.PathLike, speech: str, out: str, options: Str
     options = options or StreamOptions()
     stop = stop or threading.Event()
     clock = Clock()
-    track = dubber.track(video, _Opts(FPS), clock=clock)
+    track = dubber.tracker(video, FPS, clock=clock)
     history = sample_history(track.beta, track.found, dubber.a2e.cfg.n_history, np.random.default_rng(options.seed))
     a2e = StreamingA2E(dubber.a2e, dubber.audio, track.alpha, history)
     source = SpeechInput(speech, options)
@@ -275,13 +275,6 @@ def stream(dubber, video: str | os.PathLike, speech: str, out: str, options: Str
         frames.close()
         out_.close(ok=ok or stop.is_set())
     return StreamResult(state["done"], clock.elapsed(), state["received"] / 16000, idle, a2e.lookahead_frames / FPS, latency)
-
-
-@dataclass
-class _Opts:  # what Dubber.track reads from dub options
-    fps: float
-    face_index: int | None = None
-    bbox: tuple | None = None
 
 
 def _run(source: SpeechInput, options: StreamOptions, feed, render, block: int, stop: threading.Event) -> float:
