@@ -28,7 +28,9 @@ def test_dub_without_checkpoint_adapts_then_reuses_cache(tmp_path, renderer):
     model = cache / "adapt" / cache_key(video, options, torch.device("cpu")) / "model"
     # first, one line: what it does, how long, where it caches, how to skip it next time
     line = r.stderr.splitlines()[0]
-    assert line.startswith("adapt: learning this person") and "0.1 min" in line and "cpu" in line, r.stderr
+    assert line.startswith("adapt: learning this person"), r.stderr
+    # on a CPU the a2e is linear, solved in seconds: only the FIA renderer's share (0.75) is timed
+    assert ("a linear a2e solved in seconds" in line) if renderer == "bank" else ("0.075 min" in line and "cpu" in line), line
     assert str(model.parent) in line and f"--checkpoint {model}" in line
     info = probe(tmp_path / "a.mp4")
     assert (info.width, info.height) == (192, 160) and abs(info.duration - 1.2) <= 0.04 + 1e-3
@@ -39,6 +41,7 @@ def test_dub_without_checkpoint_adapts_then_reuses_cache(tmp_path, renderer):
     assert (model / "bank").is_dir() == (renderer == "bank")
     assert (model / "e2f").is_dir() == (renderer == "fia")
     assert json.loads((model / "renderer.json").read_text()) == {"renderer": renderer}
+    assert json.loads((model / "a2e" / "config.json").read_text())["model"]["kind"] == "linear"
     t0 = time.perf_counter()
     r = subprocess.run([sys.executable, "-m", "realtalk_cli", "--quiet", *map(str, args), "--adapt", "-o", str(tmp_path / "b.mp4")],
                        capture_output=True, text=True)

@@ -6,6 +6,7 @@ predicts, per output frame, must move at the burst at every frame rate.
 """
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -52,6 +53,15 @@ def dubber(trained):
     return Dubber.from_pretrained(trained[0], "cpu")
 
 
+@pytest.fixture(scope="module")
+def linear_dubber(trained, tmp_path_factory):
+    """The same model with the linear a2e that `--adapt` fits on a CPU (closed form) in place of the transformer."""
+    root = tmp_path_factory.mktemp("sync_linear")
+    shutil.copytree(trained[0] / "e2f", root / "e2f")
+    train("a2e", trained[1].dir, root / "a2e", config="adapt_cpu_linear", device="cpu")
+    return Dubber.from_pretrained(root, "cpu")
+
+
 def bursts(times, seconds: float, level: float = 1.0, noise: float = 0.003, seed: int = 0) -> np.ndarray:
     """220 Hz tone bursts (Gaussian envelope, sigma 30 ms) centred on `times`, over faint noise."""
     t = np.arange(int(seconds * SR)) / SR
@@ -95,8 +105,11 @@ def test_resample_frames_is_linear_on_the_25hz_grid():
     np.testing.assert_allclose(got[:, 1], [10, 15, 20, 35, 40, 10])
 
 
+@pytest.mark.parametrize("kind", ["transformer", "linear"])
 @pytest.mark.parametrize("fps", [24, 25, 29.97, 30, 60])
-def test_mouth_moves_at_each_click_at_any_frame_rate(dubber, trained, fps, tmp_path):
+def test_mouth_moves_at_each_click_at_any_frame_rate(request, trained, fps, kind, tmp_path):
+    dubber = request.getfixturevalue("dubber" if kind == "transformer" else "linear_dubber")
+    assert type(dubber.a2e).__name__ == {"transformer": "A2ETransformer", "linear": "A2ELinear"}[kind]
     seconds = 4.2
     track = source_track(trained[1], fps)
     n_out = int(round(seconds * fps))

@@ -52,7 +52,7 @@ from realtalk_cli.audio.features import SAMPLE_RATE
 from realtalk_cli.checkpoint import build_from_config, config_field, load_checkpoint, load_weights, resolve_run
 from realtalk_cli.errors import RealtalkError
 from realtalk_cli.eval.metrics import frame_rms
-from realtalk_cli.nets.a2e import A2EConfig, A2ETransformer
+from realtalk_cli.nets.a2e import A2EConfig, A2ELinear, A2ETransformer, build_a2e
 
 A2E_FPS = 25.0  # the a2e's frame grid (FEATURES_PER_FRAME features per frame)
 
@@ -218,7 +218,7 @@ def rest_and_resample(beta: np.ndarray, times: np.ndarray, speech: np.ndarray | 
     return resample_frames(beta, times)
 
 
-def load_a2e(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[A2ETransformer, dict]:
+def load_a2e(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[A2ETransformer | A2ELinear, dict]:
     """Load an a2e checkpoint directory (or a run directory: its newest checkpoint).
 
     Returns (model in eval mode, checkpoint config); the config holds "audio" (front-end settings)
@@ -228,7 +228,7 @@ def load_a2e(path: str | os.PathLike, device: torch.device | str = "cpu") -> tup
     config, tensors = load_checkpoint(path, required=("a2e",))
     if config.get("stage") != "a2e":
         raise RealtalkError(f"not an a2e checkpoint (stage {config.get('stage')!r})", path)
-    model = build_from_config(lambda d: A2ETransformer(A2EConfig.from_dict(d)), config, "model", path)
+    model = build_from_config(lambda d: build_a2e(A2EConfig.from_dict(d)), config, "model", path)
     load_weights(model, tensors["a2e"], path, "a2e")
     for key in ("audio", "face_model"):  # what dubbing reads from this config next
         config_field(config, key, path)

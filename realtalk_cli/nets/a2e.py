@@ -16,6 +16,12 @@ real frames do not depend on the padding (tests/test_a2e.py checks this).
 Inputs and outputs are raw coefficients / features; per-dimension statistics of the training set are
 buffers of the model (saved in its checkpoint) and standardise everything inside, so one learning
 rate suits any face model or audio front end.
+
+`A2ELinear` (config kind "linear") is the small-data alternative `--adapt` fits on a CPU: a ridge
+regression from the features of the frames t - c .. t + c to beta_t, one speaker, solved in closed
+form (train/a2e_task.py). On a minute of video it follows the mouth better than a transformer trained
+for minutes (docs/experiments/sync.md). It takes the transformer's inputs, so windows, streaming and
+export treat both alike.
 """
 
 from __future__ import annotations
@@ -46,6 +52,8 @@ class A2EConfig:
     use_shape: bool = True  # Table 5 ablation switches
     use_history: bool = True
     utterance_norm: bool = False  # features z-scored per utterance before the network (inference/a2e.py), for any voice/channel
+    kind: str = "transformer"  # "linear": A2ELinear below (d_model .. pe_period then unused)
+    context: int = 4  # linear: frames of audio either side of the predicted frame
 
     @property
     def n_audio(self) -> int:  # l
@@ -56,6 +64,8 @@ class A2EConfig:
         return self.n_audio + int(self.use_shape) + self.n_history * int(self.use_history)
 
     def __post_init__(self):
+        if self.kind not in ("transformer", "linear"):
+            raise ValueError(f"a2e kind {self.kind!r}: expected transformer or linear")
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
         if self.pe_period < 2 * self.n_frames:
@@ -223,3 +233,53 @@ class A2ETransformer(nn.Module):
 
     def n_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+class A2ELinear(nn.Module):
+    """beta_t = W [standardised features of frames t - c .. t + c] + b; edges of a window repeated.
+
+    One Conv1d over per-frame features (2 audio features per frame, concatenated). Shape and history
+    are accepted for the transformer's interface and unused: the model is fitted to one person.
+    """
+
+    def __init__(self, cfg: A2EConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.conv = nn.Conv1d(2 * cfg.audio_dim, cfg.n_exp, 2 * cfg.context + 1)
+        nn.init.zeros_(self.conv.weight)
+        nn.init.zeros_(self.conv.bias)
+        self.register_buffer("audio_stats", torch.stack([torch.zeros(cfg.audio_dim), torch.ones(cfg.audio_dim)]))
+
+    @torch.no_grad()
+    def set_stats(self, audio: tuple, shape: tuple | None = None, exp: tuple | None = None) -> None:
+        """(mean, std) of the training features per dimension (shape and expression stats unused)."""
+        self.audio_stats.copy_(torch.stack([torch.as_tensor(audio[0]), torch.as_tensor(audio[1])]).to(self.audio_stats))
+
+    def frames(self, audio: torch.Tensor) -> torch.Tensor:
+        """[B, 2T, audio_dim] -> [B, 2 audio_dim, T + 2c]: standardised, one column per frame, edges repeated."""
+        B, L, D = audio.shape
+        x = ((audio - self.audio_stats[0]) / self.audio_stats[1]).reshape(B, L // 2, 2 * D).transpose(1, 2)
+        return F.pad(x, (self.cfg.context, self.cfg.context), mode="replicate")
+
+    def design(self, audio: torch.Tensor) -> torch.Tensor:
+        """The regression's inputs for every frame of one sequence [2T, audio_dim] -> [T, 2 audio_dim (2c + 1)],
+        laid out like the convolution's weights."""
+        x = self.frames(audio[None])[0]  # [2D, T + 2c]
+        return x.unfold(1, 2 * self.cfg.context + 1, 1).permute(1, 0, 2).reshape(x.shape[1] - 2 * self.cfg.context, -1)
+
+    @torch.no_grad()
+    def set_weights(self, w: torch.Tensor, b: torch.Tensor) -> None:
+        """w [2 audio_dim (2c + 1), n_exp] and b [n_exp] as fitted on `design` rows."""
+        self.conv.weight.copy_(w.T.reshape(self.conv.weight.shape).to(self.conv.weight))
+        self.conv.bias.copy_(b.to(self.conv.bias))
+
+    def forward(self, audio: torch.Tensor, shape: torch.Tensor | None = None, history: torch.Tensor | None = None,
+                frame_mask: torch.Tensor | None = None) -> torch.Tensor:  # [B, T, n_exp]
+        return self.conv(self.frames(audio)).transpose(1, 2)
+
+    def n_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def build_a2e(cfg: A2EConfig) -> nn.Module:
+    return A2ELinear(cfg) if cfg.kind == "linear" else A2ETransformer(cfg)

@@ -5,13 +5,16 @@ No public RealTalk weights exist and nothing can be downloaded, so a fresh machi
 able to dub: the video's own frames and its own audio track are the training data. The steps:
 
     preprocess the video (its audio is the training signal)   -> <cache>/data
-    train a2e person-specifically, within a budget             -> <cache>/model/a2e
+    fit the a2e person-specifically                            -> <cache>/model/a2e
+      (on a CPU a linear a2e solved in seconds, which follows a minute of speech better than a
+      transformer trained for minutes: docs/experiments/sync.md; on a GPU the paper's transformer
+      within a time budget)
     renderer "bank" (default): keep the video's own frames     -> <cache>/model/bank
     renderer "fia": train the paper's renderer too             -> <cache>/model/e2f
     dub with that model directory (model/renderer.json says which renderer)
 
-The frame bank needs no training: it re-uses the person's sharp mouths (realtalk_cli/bank), so the
-whole budget goes to the a2e and a first dub comes in minutes. The FIA renderer must learn to paint
+The frame bank needs no training: it re-uses the person's sharp mouths (realtalk_cli/bank), so on a
+CPU a first dub comes as soon as the video is preprocessed. The FIA renderer must learn to paint
 a face and takes most of a larger budget.
 
 Everything lives in a cache directory keyed by the video's bytes and everything else that shapes the
@@ -39,10 +42,11 @@ from realtalk_cli.errors import RealtalkError, UsageError
 from realtalk_cli.fsutil import atomic_file, cache_root, content_key, require_file
 from realtalk_cli.progress import console
 
-# defaults sized for the device: a small 128x128 configuration on CPU (shipped configs), the paper's on
-# a GPU; the training budget (minutes) depends on the renderer: the frame bank trains only the a2e
+# defaults sized for the device: a linear a2e and a small 128x128 renderer on CPU (shipped configs), the
+# paper's on a GPU; the training budget (minutes) depends on the renderer (the frame bank trains only the
+# a2e) and binds only stages trained by gradient descent
 DEFAULTS = {
-    "cpu": {"minutes": {"bank": 3.0, "fia": 15.0}, "a2e": "adapt_cpu_a2e", "e2f": "adapt_cpu_e2f"},
+    "cpu": {"minutes": {"bank": 3.0, "fia": 15.0}, "a2e": "adapt_cpu_linear", "e2f": "adapt_cpu_e2f"},
     "cuda": {"minutes": {"bank": 5.0, "fia": 30.0}, "a2e": None, "e2f": None},
 }
 SHARE = {"bank": {"a2e": 1.0}, "fia": {"a2e": 0.25, "e2f": 0.75}}  # of the budget, per stage trained
@@ -126,9 +130,11 @@ def adapt(video: str | os.PathLike, options: AdaptOptions | None = None, device:
         console.print(f"adapt: reusing the model learned from this video before ({model}); "
                       f"pass --checkpoint {model} to skip adaptation", soft_wrap=True, highlight=False)
         return model
-    console.print(f"adapt: learning this person from {video.name} first: about {minutes:g} min of training on "
-                  f"{device.type} plus preprocessing, cached in {root}; next time pass --checkpoint {model} to skip it",
-                  soft_wrap=True, highlight=False)  # one line, however long
+    timed = [stage for stage in SHARE[options.renderer] if not _closed_form(configs[stage])]
+    work = (f"about {minutes * sum(SHARE[options.renderer][s] for s in timed):g} min of training on {device.type}"
+            if timed else "a linear a2e solved in seconds")
+    console.print(f"adapt: learning this person from {video.name} first: preprocessing and {work}, cached in {root}; "
+                  f"next time pass --checkpoint {model} to skip it", soft_wrap=True, highlight=False)  # one line
     root.mkdir(parents=True, exist_ok=True)
     (root / "source.json").write_text(json.dumps({"video": str(video.resolve()), "bytes": video.stat().st_size}))
     with progress() as p:  # retry_failed: a failure may have been an interruption or a since-fixed bug
@@ -143,7 +149,8 @@ def adapt(video: str | os.PathLike, options: AdaptOptions | None = None, device:
             continue
         overrides = {"trainer": {"steps": 10**9, "max_minutes": minutes * share, "val_every": 0},
                      "task": {"split_frames": 0.0}}
-        console.print(f"adapt: training {stage} for up to {minutes * share:.1f} min")
+        console.print(f"adapt: fitting {stage} (linear, closed form)" if _closed_form(configs[stage])
+                      else f"adapt: training {stage} for up to {minutes * share:.1f} min")
         init = Path(options.init) / stage if options.init is not None else None
         train(stage, data, run, config=configs[stage], overrides=overrides, resume=(run / "config.json").is_file(),
               device=str(device), init=init)
@@ -158,6 +165,13 @@ def adapt(video: str | os.PathLike, options: AdaptOptions | None = None, device:
     with atomic_file(model / "renderer.json") as tmp:
         tmp.write_text(json.dumps({"renderer": options.renderer}))
     return model
+
+
+def _closed_form(config: Path | None) -> bool:
+    """The stage's model is solved in one step (the linear a2e), so no time budget applies to it."""
+    from realtalk_cli.fsutil import read_json
+
+    return config is not None and read_json(config, "config file", UsageError).get("model", {}).get("kind") == "linear"
 
 
 def _face_model_source(init: Path) -> Path:

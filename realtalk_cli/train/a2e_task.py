@@ -9,6 +9,10 @@ same clip (paper: "randomly selected during training and inference"), and the tr
     L_V  = mean over frames and mouth-region vertices of ||V(alpha, beta, rho) - V(alpha, beta_hat, rho)||^2
            (posed vertices, crop pixels)
 
+A linear a2e (model kind "linear", nets/a2e.py: A2ELinear) is solved in closed form instead, in one
+trainer step: ridge regression on the training frames, its regularisation chosen by cross-validation
+over 5 contiguous blocks of them (`fit_linear`).
+
 Splits: by default the dataset's own clip split (manifest). `split_frames = f > 0` splits inside
 every clip instead: the first f of its frames train, the rest (up to `split_end`) are held out
 (single-video experiments). Held-out frames are predicted with inference/a2e.py exactly as at inference,
@@ -26,7 +30,7 @@ import torch
 
 from realtalk_cli.data.dataset import Dataset
 from realtalk_cli.errors import RealtalkError, UsageError
-from realtalk_cli.nets.a2e import A2EConfig, A2ETransformer
+from realtalk_cli.nets.a2e import A2EConfig, A2ELinear, A2ETransformer, build_a2e
 from realtalk_cli.inference.a2e import history_indices, normalize_utterance, predict_expressions, sample_history
 from realtalk_cli.train.trainer import Task, TrainerConfig, unwrap
 
@@ -172,6 +176,62 @@ def evaluate_heldout(face, clips: list[ClipArrays], predict: Callable[[ClipArray
     return average_metrics(per_clip) if per_clip else {}
 
 
+RIDGE_LAMBDAS = 10.0 ** np.arange(0.0, 6.5, 0.5)  # candidates, on standardised features
+
+
+def fit_linear(model: A2ELinear, clips: list[ClipArrays], folds: int = 5) -> dict[str, float]:
+    """Fit the ridge on every clip's valid training frames; returns the chosen lambda and its CV error.
+
+    Only sums are kept per fold (X'X, X'Y, ...), so memory does not grow with the data. The blocks are
+    contiguous in time: neighbouring frames are nearly equal, so random folds would reward overfitting.
+    """
+    rows = sum(int(c.valid[slice(*c.train)].sum()) for c in clips if c.train is not None)
+    if rows < 2 * folds:
+        raise RealtalkError(f"too few valid training frames for the linear a2e ({rows})")
+    stats, seen = None, 0
+    for c in clips:
+        if c.train is None:
+            continue
+        lo, hi = c.train
+        with torch.no_grad():
+            x = model.design(torch.as_tensor(c.features, dtype=torch.float32)).double().numpy()[lo:hi]
+        keep = c.valid[lo:hi]
+        x, y = x[keep], c.beta[lo:hi][keep].astype(np.float64)
+        fold = (folds * (seen + np.arange(len(x)))) // rows
+        seen += len(x)
+        if stats is None:
+            stats = [dict(n=0, sx=0, sy=0, xx=0, xy=0, yy=0) for _ in range(folds)]
+        for f in np.unique(fold):
+            xf, yf, st = x[fold == f], y[fold == f], stats[f]
+            st["n"] += len(xf); st["sx"] += xf.sum(0); st["sy"] += yf.sum(0)
+            st["xx"] += xf.T @ xf; st["xy"] += xf.T @ yf; st["yy"] += (yf ** 2).sum()
+    total = {k: sum(st[k] for st in stats) for k in stats[0]}
+    errors = np.zeros(len(RIDGE_LAMBDAS))
+    for st in stats:
+        train = {k: total[k] - st[k] for k in total}
+        for i, (w, b) in enumerate(_ridge(train, RIDGE_LAMBDAS)):  # squared error on the held-out block
+            errors[i] += (np.einsum("ij,ik,kj->", w, st["xx"], w) + 2 * b @ (w.T @ st["sx"]) + st["n"] * b @ b
+                          - 2 * np.einsum("ij,ij->", w, st["xy"]) - 2 * b @ st["sy"] + st["yy"])
+    best = int(np.argmin(errors))
+    w, b = _ridge(total, RIDGE_LAMBDAS[best : best + 1])[0]
+    model.set_weights(torch.as_tensor(w), torch.as_tensor(b))
+    return {"lambda": float(RIDGE_LAMBDAS[best]), "cv_mse": float(errors[best] / rows)}  # per frame
+
+
+def _ridge(st: dict, lambdas: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(W, b) minimising ||X W + b - Y||^2 + lambda ||W||^2 from the sums in `st`, for each lambda."""
+    mx, my = st["sx"] / st["n"], st["sy"] / st["n"]
+    gram = st["xx"] - st["n"] * np.outer(mx, mx)
+    cross = st["xy"] - st["n"] * np.outer(mx, my)
+    e, q = np.linalg.eigh(gram)
+    qc = q.T @ cross
+    out = []
+    for lam in lambdas:
+        w = q @ (qc / (np.maximum(e, 0.0) + lam)[:, None])
+        out.append((w, my - mx @ w))
+    return out
+
+
 class A2ETask(Task):
     def __init__(self, data: str | Path, config: dict, device: torch.device):
         super().__init__(config, device)
@@ -212,9 +272,10 @@ class A2ETask(Task):
         self.alpha = cat([c.alpha[None] for c in self.clips])
         self.region = self.face.groups["mouth_region"].to(device)
 
-        model = A2ETransformer(self.model_cfg)
+        model = build_a2e(self.model_cfg)
         model.set_stats(*self._training_stats())
         self.models = {"a2e": model.to(device)}
+        self.closed_form = self.model_cfg.kind == "linear"
 
     def _augmented_features(self) -> list[list[np.ndarray]]:
         """Features of each altered copy of every clip's audio (none without augmentation)."""
@@ -252,10 +313,20 @@ class A2ETask(Task):
         return (f.mean(0), f.std(0).clamp_min(1e-6)), shape, (b.mean(0), b.std(0).clamp_min(1e-6))
 
     def optimizers(self):
+        if self.closed_form:
+            return {}
         params = self.models["a2e"].parameters()
         return {"main": torch.optim.Adam(params, lr=self.tc.lr, betas=self.tc.betas, weight_decay=self.tc.weight_decay)}
 
-    def sample_batch(self, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+    def train_step(self, batch, trainer) -> dict[str, float]:
+        if self.closed_form:
+            fit = fit_linear(unwrap(self.models["a2e"]), self.clips)
+            return {"loss": fit["cv_mse"], "lambda": fit["lambda"]}  # loss: on the held-out CV blocks
+        return super().train_step(batch, trainer)
+
+    def sample_batch(self, rng: np.random.Generator) -> dict[str, torch.Tensor] | None:
+        if self.closed_form:
+            return None
         T, N, B = self.model_cfg.n_frames, self.model_cfg.n_history, self.tc.batch_size
         rows = self.windows[rng.integers(len(self.windows), size=B)]
         first = self.offsets[rows[:, 0]] + rows[:, 1]  # global index of each window's first frame

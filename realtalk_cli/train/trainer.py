@@ -95,6 +95,7 @@ class Task:
     """Base class of a training stage; see the module docstring."""
 
     models: dict[str, nn.Module]
+    closed_form = False  # True: one train_step solves the task (e.g. a ridge regression), no optimizer
 
     def __init__(self, config: dict, device: torch.device):
         self.config = config
@@ -304,7 +305,7 @@ class Trainer:
 
     # --- the loop --------------------------------------------------------------------------------
     def fit(self, resume: bool = False) -> Path:
-        """Train up to cfg.steps; returns the final checkpoint directory."""
+        """Train up to cfg.steps (one for a closed-form task); returns the final checkpoint directory."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         existing = latest_checkpoint(self.run_dir)
         if resume and existing is not None:
@@ -317,6 +318,7 @@ class Trainer:
                 tmp.write_text(json.dumps(self.task.config, indent=2, sort_keys=True))
 
         cfg, stage = self.cfg, self.task.config.get("stage", "model")
+        steps = 1 if self.task.closed_form else cfg.steps
         for m in self.task.models.values():
             m.train()
         sums: dict[str, float] = {}
@@ -324,12 +326,12 @@ class Trainer:
         self.t_start = time.perf_counter()
         final, saved_step, over = None, self.step, self.out_of_time()
         # with a time budget the bar measures time (its estimate is then the time left), else steps
-        timed = cfg.max_minutes > 0
-        total, done = (60 * cfg.max_minutes, self.elapsed()) if timed else (cfg.steps, self.step)
+        timed = cfg.max_minutes > 0 and not self.task.closed_form
+        total, done = (60 * cfg.max_minutes, self.elapsed()) if timed else (steps, self.step)
         try:
             with progress() as bar:
                 task_id = bar.add_task(f"train {stage}", total=total, completed=done, info="")
-                while self.step < cfg.steps and not over:
+                while self.step < steps and not over:
                     rng = step_seed(cfg.seed, self.dist.rank, self.step)
                     batch = self.task.sample_batch(rng)
                     with self.autocast():
@@ -344,7 +346,7 @@ class Trainer:
                     bar.update(task_id, completed=min(total, self.elapsed()) if timed else self.step)
 
                     over = self.out_of_time()
-                    last = self.step == cfg.steps or over
+                    last = self.step == steps or over
                     if _due(self.step, cfg.log_every) or last:
                         now = time.perf_counter()
                         mean = {k: v / n_sum for k, v in sums.items()}

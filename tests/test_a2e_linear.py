@@ -1,0 +1,68 @@
+"""The linear a2e (`--adapt`'s CPU default): its convolution is the regression it was fitted as, the
+closed-form fit recovers a linear map, and cross-validation regularises what audio cannot predict."""
+
+import json
+
+import numpy as np
+import torch
+
+from conftest import make_tiny_dataset
+from realtalk_cli.inference.a2e import load_a2e
+from realtalk_cli.nets.a2e import A2EConfig, A2ELinear
+from realtalk_cli.train.a2e_task import RIDGE_LAMBDAS, ClipArrays, fit_linear
+from realtalk_cli.train.run import train
+
+
+def _model(context=2, audio_dim=6, n_exp=3):
+    return A2ELinear(A2EConfig(kind="linear", context=context, audio_dim=audio_dim, n_exp=n_exp, n_id=0))
+
+
+def test_forward_is_the_design_rows_times_the_weights():
+    torch.manual_seed(0)
+    m = _model()
+    m.set_stats((torch.randn(6), torch.rand(6) + 0.5))
+    w, b = torch.randn(2 * 6 * 5, 3), torch.randn(3)
+    m.set_weights(w, b)
+    audio = torch.randn(2 * 20, 6)
+    got = m(audio[None], None, None)[0]
+    torch.testing.assert_close(got, m.design(audio) @ w + b, rtol=1e-4, atol=1e-4)
+    assert got.shape == (20, 3)
+
+
+def _clip(features, beta):
+    n = len(beta)
+    return ClipArrays("c", np.zeros(0), beta, np.zeros((n, 6)), features, np.ones(n, bool), (0, n), None)
+
+
+def test_fit_recovers_a_linear_map_and_shrinks_what_it_cannot_predict():
+    rng = np.random.default_rng(0)
+    m = _model()
+    feats = rng.standard_normal((2 * 400, 6)).astype(np.float32)
+    w_true = rng.standard_normal((2 * 6 * 5, 3))
+    with torch.no_grad():
+        x = m.design(torch.as_tensor(feats)).double().numpy()
+    beta = x @ w_true + 0.5 + 0.05 * rng.standard_normal((400, 3))
+    clean = fit_linear(m, [_clip(feats, beta)])
+    assert clean["lambda"] <= 10.0, clean  # clean data: little regularisation
+    new = rng.standard_normal((2 * 100, 6)).astype(np.float32)
+    with torch.no_grad():
+        pred = m(torch.as_tensor(new)[None])[0].double().numpy()
+        truth = m.design(torch.as_tensor(new)).double().numpy() @ w_true + 0.5
+    assert np.abs(pred - truth).max() < 0.1 * truth.std()
+
+    noise = rng.standard_normal((400, 3))  # targets the audio says nothing about
+    fit = fit_linear(m, [_clip(feats, noise)])
+    assert fit["lambda"] >= 100 * clean["lambda"], fit
+    with torch.no_grad():
+        pred = m(torch.as_tensor(new)[None])[0].numpy()
+    assert pred.std(0).max() < 0.2 * noise.std()  # close to the mean, not fitted noise
+
+
+def test_train_solves_the_linear_stage_in_one_step(tmp_path):
+    data = make_tiny_dataset(tmp_path / "data", n_clips=2, n_frames=60)
+    train("a2e", data.dir, tmp_path / "run", config="adapt_cpu_linear", device="cpu")
+    log = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if r["split"] == "train"] == [1] and log[0]["lambda"] in RIDGE_LAMBDAS
+    model, config = load_a2e(tmp_path / "run")
+    assert isinstance(model, A2ELinear) and config["model"]["kind"] == "linear" and config["step"] == 1
+    assert model.conv.weight.abs().sum() > 0  # fitted, not the zero initialisation
