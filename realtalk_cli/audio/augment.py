@@ -6,6 +6,8 @@ shift_voice   pitch and formants moved together by `semitones`: a WSOLA time str
               (higher or lower voice and vocal tract) saying the same thing at the same moments.
 noise_reverb  a synthetic room (exponentially decaying noise tail after the direct sound, no
               pre-delay, so nothing moves earlier or later) plus white noise at a given SNR.
+shift_bands   features [n, bands] moved up or down by whole mel bands (edge bands repeated): a voice
+              with its formants a little higher or lower, made in the feature domain, for free.
 
 Used to test an a2e on voices it never heard (examples/cross_voice.py).
 """
@@ -67,3 +69,11 @@ def noise_reverb(wav: np.ndarray, snr_db: float = 10.0, rt60: float = 0.5, drr_d
     wet = fftconvolve(wav, np.concatenate([[1.0], tail]))[: len(wav)]
     noise = rng.standard_normal(len(wav)) * np.sqrt((wet ** 2).mean() * 10 ** (-snr_db / 10))
     return (wet + noise).astype(np.float32)
+
+
+def shift_bands(features: np.ndarray, k: int) -> np.ndarray:
+    """Mel (or other band) features [n, bands] moved up by k bands (down for k < 0), edges repeated."""
+    if k == 0:
+        return features
+    idx = np.clip(np.arange(features.shape[1]) - k, 0, features.shape[1] - 1)
+    return features[:, idx]

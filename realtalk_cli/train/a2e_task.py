@@ -28,6 +28,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from realtalk_cli.audio.augment import shift_bands
 from realtalk_cli.data.dataset import Dataset
 from realtalk_cli.errors import RealtalkError, UsageError
 from realtalk_cli.nets.a2e import A2EConfig, A2ELinear, A2ETransformer, build_a2e
@@ -52,6 +53,9 @@ class A2ETaskConfig:
     augment: float = 0.0
     augment_semitones: tuple[float, ...] = (-4.0, -2.0, 2.0, 4.0)
     augment_snr_db: tuple[float, ...] = (10.0, 20.0)
+    # linear a2e: the fit also sees every frame with its features moved by these many mel bands
+    # (audio/augment.shift_bands), so other voices' formants land where the speaker's were
+    band_shifts: tuple[int, ...] = ()
 
 
 def default_config() -> dict:
@@ -179,8 +183,9 @@ def evaluate_heldout(face, clips: list[ClipArrays], predict: Callable[[ClipArray
 RIDGE_LAMBDAS = 10.0 ** np.arange(0.0, 6.5, 0.5)  # candidates, on standardised features
 
 
-def fit_linear(model: A2ELinear, clips: list[ClipArrays], folds: int = 5) -> dict[str, float]:
-    """Fit the ridge on every clip's valid training frames; returns the chosen lambda and its CV error.
+def fit_linear(model: A2ELinear, clips: list[ClipArrays], band_shifts: tuple[int, ...] = (), folds: int = 5) -> dict[str, float]:
+    """Fit the ridge on every clip's valid training frames (and their band-shifted copies, in the same
+    fold as the frame); returns the chosen lambda and its CV error.
 
     Only sums are kept per fold (X'X, X'Y, ...), so memory does not grow with the data. The blocks are
     contiguous in time: neighbouring frames are nearly equal, so random folds would reward overfitting.
@@ -193,18 +198,20 @@ def fit_linear(model: A2ELinear, clips: list[ClipArrays], folds: int = 5) -> dic
         if c.train is None:
             continue
         lo, hi = c.train
-        with torch.no_grad():
-            x = model.design(torch.as_tensor(c.features, dtype=torch.float32)).double().numpy()[lo:hi]
         keep = c.valid[lo:hi]
-        x, y = x[keep], c.beta[lo:hi][keep].astype(np.float64)
-        fold = (folds * (seen + np.arange(len(x)))) // rows
-        seen += len(x)
+        y = c.beta[lo:hi][keep].astype(np.float64)
+        fold = (folds * (seen + np.arange(len(y)))) // rows
+        seen += len(y)
         if stats is None:
             stats = [dict(n=0, sx=0, sy=0, xx=0, xy=0, yy=0) for _ in range(folds)]
-        for f in np.unique(fold):
-            xf, yf, st = x[fold == f], y[fold == f], stats[f]
-            st["n"] += len(xf); st["sx"] += xf.sum(0); st["sy"] += yf.sum(0)
-            st["xx"] += xf.T @ xf; st["xy"] += xf.T @ yf; st["yy"] += (yf ** 2).sum()
+        for shift in (0, *band_shifts):
+            with torch.no_grad():
+                x = model.design(torch.as_tensor(shift_bands(c.features, shift), dtype=torch.float32)).double().numpy()
+            x = x[lo:hi][keep]
+            for f in np.unique(fold):
+                xf, yf, st = x[fold == f], y[fold == f], stats[f]
+                st["n"] += len(xf); st["sx"] += xf.sum(0); st["sy"] += yf.sum(0)
+                st["xx"] += xf.T @ xf; st["xy"] += xf.T @ yf; st["yy"] += (yf ** 2).sum()
     total = {k: sum(st[k] for st in stats) for k in stats[0]}
     errors = np.zeros(len(RIDGE_LAMBDAS))
     for st in stats:
@@ -241,7 +248,8 @@ class A2ETask(Task):
             raise UsageError(f"unknown a2e task config keys: {', '.join(sorted(unknown))}")
         self.tc = A2ETaskConfig(**{**tc, "betas": tuple(tc.get("betas", (0.95, 0.999))),
                                    "augment_semitones": tuple(tc.get("augment_semitones", A2ETaskConfig.augment_semitones)),
-                                   "augment_snr_db": tuple(tc.get("augment_snr_db", A2ETaskConfig.augment_snr_db))})
+                                   "augment_snr_db": tuple(tc.get("augment_snr_db", A2ETaskConfig.augment_snr_db)),
+                                   "band_shifts": tuple(tc.get("band_shifts", ()))})
         self.ds = Dataset.open(data)
         self.face = self.ds.face_model.to(device).eval()
         self.clips = load_clips(self.ds, self.tc.split_frames, self.tc.split_end)
@@ -320,7 +328,7 @@ class A2ETask(Task):
 
     def train_step(self, batch, trainer) -> dict[str, float]:
         if self.closed_form:
-            fit = fit_linear(unwrap(self.models["a2e"]), self.clips)
+            fit = fit_linear(unwrap(self.models["a2e"]), self.clips, self.tc.band_shifts)
             return {"loss": fit["cv_mse"], "lambda": fit["lambda"]}  # loss: on the held-out CV blocks
         return super().train_step(batch, trainer)
 
