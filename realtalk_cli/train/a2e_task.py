@@ -183,17 +183,21 @@ def evaluate_heldout(face, clips: list[ClipArrays], predict: Callable[[ClipArray
 RIDGE_LAMBDAS = 10.0 ** np.arange(0.0, 6.5, 0.5)  # candidates, on standardised features
 
 
-def fit_linear(model: A2ELinear, clips: list[ClipArrays], band_shifts: tuple[int, ...] = (), folds: int = 5) -> dict[str, float]:
-    """Fit the ridge on every clip's valid training frames (and their band-shifted copies, in the same
-    fold as the frame); returns the chosen lambda and its CV error.
+def fit_linear(model: A2ELinear, clips: list[ClipArrays], band_shifts: tuple[int, ...] = (), folds: int = 5,
+               metric: np.ndarray | None = None) -> dict[str, float]:
+    """Fit the ridge on every clip's valid training frames and their band-shifted copies; returns the
+    chosen lambda and its cross-validated error per frame, measured as e' metric e for an expression
+    error e (`mouth_metric`: the mouth's vertex error; default: the plain squared error).
 
-    Only sums are kept per fold (X'X, X'Y, ...), so memory does not grow with the data. The blocks are
-    contiguous in time: neighbouring frames are nearly equal, so random folds would reward overfitting.
+    Only sums are kept per fold (X'X, X'Y, ...), so memory does not grow with the data. The folds are
+    contiguous blocks in time (neighbouring frames are nearly equal, so random folds would reward
+    overfitting); a frame's shifted copies train with it, and lambda is scored on the real frames only.
     """
     rows = sum(int(c.valid[slice(*c.train)].sum()) for c in clips if c.train is not None)
     if rows < 2 * folds:
         raise RealtalkError(f"too few valid training frames for the linear a2e ({rows})")
-    stats, seen = None, 0
+    empty = lambda: [dict(n=0, sx=0, sy=0, xx=0, xy=0, yy=0) for _ in range(folds)]  # noqa: E731
+    train_sums, real_sums, seen = empty(), empty(), 0  # per fold: every version / the real frames only
     for c in clips:
         if c.train is None:
             continue
@@ -202,27 +206,35 @@ def fit_linear(model: A2ELinear, clips: list[ClipArrays], band_shifts: tuple[int
         y = c.beta[lo:hi][keep].astype(np.float64)
         fold = (folds * (seen + np.arange(len(y)))) // rows
         seen += len(y)
-        if stats is None:
-            stats = [dict(n=0, sx=0, sy=0, xx=0, xy=0, yy=0) for _ in range(folds)]
         for shift in (0, *band_shifts):
             with torch.no_grad():
                 x = model.design(torch.as_tensor(shift_bands(c.features, shift), dtype=torch.float32)).double().numpy()
             x = x[lo:hi][keep]
             for f in np.unique(fold):
-                xf, yf, st = x[fold == f], y[fold == f], stats[f]
-                st["n"] += len(xf); st["sx"] += xf.sum(0); st["sy"] += yf.sum(0)
-                st["xx"] += xf.T @ xf; st["xy"] += xf.T @ yf; st["yy"] += (yf ** 2).sum()
-    total = {k: sum(st[k] for st in stats) for k in stats[0]}
+                for sums in (train_sums, real_sums) if shift == 0 else (train_sums,):
+                    xf, yf, st = x[fold == f], y[fold == f], sums[f]
+                    st["n"] += len(xf); st["sx"] += xf.sum(0); st["sy"] += yf.sum(0)
+                    st["xx"] += xf.T @ xf; st["xy"] += xf.T @ yf; st["yy"] += yf.T @ yf
+    metric = np.eye(y.shape[1]) if metric is None else metric
+    total = {k: sum(st[k] for st in train_sums) for k in train_sums[0]}
     errors = np.zeros(len(RIDGE_LAMBDAS))
-    for st in stats:
-        train = {k: total[k] - st[k] for k in total}
-        for i, (w, b) in enumerate(_ridge(train, RIDGE_LAMBDAS)):  # squared error on the held-out block
-            errors[i] += (np.einsum("ij,ik,kj->", w, st["xx"], w) + 2 * b @ (w.T @ st["sx"]) + st["n"] * b @ b
-                          - 2 * np.einsum("ij,ij->", w, st["xy"]) - 2 * b @ st["sy"] + st["yy"])
+    for held, st in zip(train_sums, real_sums):
+        train = {k: total[k] - held[k] for k in total}
+        for i, (w, b) in enumerate(_ridge(train, RIDGE_LAMBDAS)):  # sum of e e' over the held-out real frames
+            cross = np.outer(w.T @ st["sx"], b) - w.T @ st["xy"] - np.outer(b, st["sy"])
+            ee = w.T @ st["xx"] @ w + cross + cross.T + st["n"] * np.outer(b, b) + st["yy"]
+            errors[i] += (metric * ee).sum()
     best = int(np.argmin(errors))
     w, b = _ridge(total, RIDGE_LAMBDAS[best : best + 1])[0]
     model.set_weights(torch.as_tensor(w), torch.as_tensor(b))
-    return {"lambda": float(RIDGE_LAMBDAS[best]), "cv_mse": float(errors[best] / rows)}  # per frame
+    return {"lambda": float(RIDGE_LAMBDAS[best]), "cv_mse": float(errors[best] / rows)}
+
+
+def mouth_metric(face) -> np.ndarray:
+    """[n_exp, n_exp] M with e' M e = squared displacement of the mouth-region vertices (unposed) that
+    an expression error e causes: what lip sync cares about, unlike the eyes and brows in beta."""
+    basis = face.exp_basis[:, face.groups["mouth_region"]].reshape(face.n_exp, -1).double().cpu().numpy()
+    return basis @ basis.T
 
 
 def _ridge(st: dict, lambdas: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -328,7 +340,7 @@ class A2ETask(Task):
 
     def train_step(self, batch, trainer) -> dict[str, float]:
         if self.closed_form:
-            fit = fit_linear(unwrap(self.models["a2e"]), self.clips, self.tc.band_shifts)
+            fit = fit_linear(unwrap(self.models["a2e"]), self.clips, self.tc.band_shifts, metric=mouth_metric(self.face))
             return {"loss": fit["cv_mse"], "lambda": fit["lambda"]}  # loss: on the held-out CV blocks
         return super().train_step(batch, trainer)
 
