@@ -9,7 +9,7 @@ import pytest
 
 from mediagen import make_face_video
 from realtalk_cli.bank.retrieve import RetrievalConfig, best_path, planned_path, sources_per_frame
-from realtalk_cli.bank.warp import anchors, fill_smooth, triangulate, warp
+from realtalk_cli.bank.warp import anchors, fill_smooth, register_maps, resample, triangulate, warp
 
 
 
@@ -47,6 +47,36 @@ def test_fill_smooth_interpolates_border_values():
     col = f[:, 60, 0]
     assert np.all(np.diff(col[5:-5]) < 0)  # monotone between the two borders
     assert abs(col[45]) < 1.0  # the middle is the average of the two sides
+
+
+def test_register_maps_lines_up_the_known_part_and_keeps_the_still_part():
+    """A warp that lands 3 px left and 2 px up of where the target shows the image: registration on the
+    upper half (known) corrects it there, while the still block keeps the warp's own placement."""
+    img = textured()
+    h, w = 160, 160
+    xs, ys = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    target = resample(img, xs - 3, ys - 2)  # the image moved right 3 and down 2
+    known = np.zeros((h, w), bool)
+    known[10:70, 10:150] = True
+    still = np.zeros((h, w), bool)
+    still[110:150, 60:100] = True
+    map_x, map_y = register_maps(img, xs, ys, target, known, still)  # the identity warp, refined
+    core = np.zeros((h, w), bool)
+    core[25:55, 25:135] = True  # inside the known area, away from its edges
+    assert np.abs(map_x - (xs - 3))[core].mean() < 0.5 and np.abs(map_y - (ys - 2))[core].mean() < 0.5
+    assert np.abs(resample(img, map_x, map_y).astype(int) - target)[core].mean() < 3
+    assert np.abs(img.astype(int) - target)[core].mean() > 10  # before registration it was clearly off
+    inner = np.zeros((h, w), bool)
+    inner[116:144, 66:94] = True  # the still block less a cell of the fill's grid (it is solved coarse)
+    assert np.abs(map_x - xs)[inner].max() < 0.05 and np.abs(map_y - ys)[inner].max() < 0.05
+    # a known area a few pixels high (a small face) is flowed in a window grown around it (DIS crashes
+    # on tiny images); a box too small for any flow is left as it is
+    thin = np.zeros((h, w), bool)
+    thin[30:33, 20:140] = True
+    map_x, _ = register_maps(img, xs, ys, target, thin, still)
+    assert abs(np.median(map_x[30:33, 40:120] - xs[30:33, 40:120]) + 3) < 1
+    small = register_maps(img[:20, :20], xs[:20, :20], ys[:20, :20], target[:20, :20], known[:20, :20], still[:20, :20])
+    assert np.array_equal(small[0], xs[:20, :20])
 
 
 def test_retrieval_prefers_a_stable_path():

@@ -7,6 +7,9 @@ For an output frame that shows source frame F with head pose rho and should say 
              points onto the target points, straight into F's pixels (one resampling)
     region   the lower-face mask of the target mouth united with that of F's own mouth, so F's
              original lips never show beside the new ones, feathered at its edge
+    register above both mouths (the nose, the skin over the upper lip: what speech does not move, so
+             F is right there in any dub), the warp is corrected by the optical flow to F, spread
+             smoothly and held at zero on the target lips, which the mesh places (warp.register_maps)
     colour   the difference between F and the warped sources on a band around the region's edge,
              spread smoothly over the inside (a membrane fill) and added: lighting and skin tone
              follow the shown frame although the bank frame was lit differently
@@ -26,7 +29,7 @@ import torch
 from realtalk_cli.bank.retrieve import (RetrievalConfig, lip_descriptors, match_costs, planned_path,
                                         sources_per_frame, typical_mismatch)
 from realtalk_cli.bank.store import FrameBank, border_anchors, project
-from realtalk_cli.bank.warp import fill_smooth, warp
+from realtalk_cli.bank.warp import fill_smooth, piecewise_affine_maps, register_maps, resample
 from realtalk_cli.face import align
 from realtalk_cli.nets.mask import extend_to_neck
 
@@ -37,6 +40,9 @@ class ComposeConfig:
     feather: float = 0.025     # soft edge, fraction of the face-model crop side
     band: float = 0.03         # width of the colour-matching band at the edge, same unit
     side_inset: float = 0.75   # the region's width about the mouth: its sides stay off the face's outline
+    grid: int = 64             # cells a side of the box for the membrane fills (colour, registration)
+    register: bool = True      # line the bank image up with the shown frame above the mouth
+    register_margin: float = 0.03  # how far above the lips the registration area ends, crop side fraction
 
 
 @dataclass
@@ -103,20 +109,42 @@ class BankRenderer:
         box = (int(x0), int(y0), int(x1), int(y1))
         region = self._region(polys, box, feather)
 
-        warped = np.zeros((y1 - y0, x1 - x0, 3), np.float32)
-        for k, weight in sources:
-            warped += weight * warp(self.bank.crop(k), target, self.bank.points[k], self.bank.triangles, box).astype(np.float32)
-
         shown = frame[y0:y1, x0:x1].astype(np.float32)
         inside = (region > 0.5).astype(np.uint8)
         r = int(round(band))
-        ring = cv2.dilate(inside, np.ones((2 * r + 1,) * 2, np.uint8)) - cv2.erode(inside, np.ones((2 * r + 1,) * 2, np.uint8))
+        kernel = np.ones((2 * r + 1,) * 2, np.uint8)
+        ring = cv2.dilate(inside, kernel) - cv2.erode(inside, kernel)
+        known = still = None
+        if self.cfg.register:
+            known, still = self._registration_areas(transform, both, to_frame, box, inside | ring, kernel)
+        warped = np.zeros((y1 - y0, x1 - x0, 3), np.float32)
+        for k, weight in sources:
+            image = self.bank.crop(k)
+            map_x, map_y, _ = piecewise_affine_maps(target, self.bank.points[k], self.bank.triangles, box)
+            if known is not None:
+                map_x, map_y = register_maps(image, map_x, map_y, shown, known, still, self.cfg.grid)
+            warped += weight * resample(image, map_x, map_y).astype(np.float32)
         # the ring's inner half lies inside the region; its outer half is pure shown frame
-        correction = fill_smooth(shown - warped, ring.astype(np.float32))
+        correction = fill_smooth(shown - warped, ring.astype(np.float32), self.cfg.grid)
         out_box = shown * (1 - region[..., None]) + (warped + correction) * region[..., None]
         out = frame.copy()
         out[y0:y1, x0:x1] = np.clip(np.round(out_box), 0, 255).astype(np.uint8)
         return out, Paste(region, box)
+
+    def _registration_areas(self, transform, both, to_frame, box, area, kernel):
+        """(known, still) [h, w] bool in the box, or (None, None) when too little is known: the region
+        and its ring above both mouths (target and shown, crop y is the face's vertical), and the
+        target lips grown by the ring's width."""
+        x0, y0, x1, y1 = box
+        ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+        crop_y = transform[1, 0] * xs + transform[1, 1] * ys + transform[1, 2]
+        top = both[:, self._lips, 1].min() - self.cfg.register_margin * self.face.crop_size
+        known = (area > 0) & (crop_y < top)
+        if known.sum() < 16:
+            return None, None
+        lips = np.zeros(area.shape, np.uint8)
+        cv2.fillPoly(lips, [np.round(to_frame(both[0][self._lips]) - (x0, y0)).astype(np.int32)], 1)
+        return known, cv2.dilate(lips, kernel) > 0
 
     @staticmethod
     def _region(polys: list[np.ndarray], box, feather: float) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""Dense warps between two sets of face-mesh points, and smooth filling of sparse values.
+"""Dense warps between two sets of face-mesh points, their refinement by optical flow, and smooth
+filling of sparse values.
 
 A piecewise-affine warp over a fixed triangulation: each output pixel finds the triangle it lies in
 (rasterised once per frame with OpenCV) and maps through that triangle's affine transform into the
@@ -75,8 +76,49 @@ def warp(image: np.ndarray, dst_pts: np.ndarray, src_pts: np.ndarray, triangles:
          box: tuple[int, int, int, int]) -> np.ndarray:
     """The part `box` of the destination image: `image` warped so that src_pts move to dst_pts."""
     map_x, map_y, _ = piecewise_affine_maps(dst_pts, src_pts, triangles, box)
+    return resample(image, map_x, map_y)
+
+
+def resample(image: np.ndarray, map_x: np.ndarray, map_y: np.ndarray) -> np.ndarray:
     # cubic: the warp is the bank's only resampling, and lips and teeth should keep their edges
     return cv2.remap(image, map_x, map_y, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+
+
+MIN_FLOW_SIDE = 32  # DIS optical flow crashes on images smaller than its patches and pyramid
+
+
+def _span(idx: np.ndarray, n: int) -> slice:
+    """The slice from idx's first to last entry, grown to MIN_FLOW_SIDE inside [0, n)."""
+    a, b = int(idx[0]), int(idx[-1]) + 1
+    grow = max(0, MIN_FLOW_SIDE - (b - a))
+    a = max(0, a - (grow + 1) // 2)
+    b = min(n, max(b + grow // 2, a + MIN_FLOW_SIDE))
+    return slice(min(a, b - MIN_FLOW_SIDE), b)
+
+
+def register_maps(image: np.ndarray, map_x: np.ndarray, map_y: np.ndarray, target: np.ndarray, known: np.ndarray,
+                  still: np.ndarray, grid: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """Refine a warp (maps into `image`) so that the warped image lines up with `target` [h, w, 3] where
+    `known` [h, w] is true and stays put where `still` is: the optical flow (DIS) between the two, kept
+    on `known`, zero on `still`, spread smoothly over the box by the membrane fill and composed into
+    the maps, so the image is still resampled only once. Corrects what the mesh fit gets wrong by a
+    pixel or two (the nose's edge, the skin above the lip) without moving what the mesh must place."""
+    h, w = map_x.shape
+    rows, cols = np.flatnonzero(known.any(1)), np.flatnonzero(known.any(0))
+    if len(rows) == 0 or min(h, w) < MIN_FLOW_SIDE:
+        return map_x, map_y
+    # the flow is needed only where it is known (DIS needs some pixels around it: at least MIN_FLOW_SIDE a side)
+    sub = np.s_[_span(rows, h), _span(cols, w)]
+    rough = cv2.remap(image, map_x[sub], map_y[sub], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    grey = lambda a: cv2.cvtColor(np.clip(a, 0, 255).astype(np.uint8), cv2.COLOR_RGB2GRAY)  # noqa: E731
+    flow = np.zeros((h, w, 2), np.float32)
+    flow[sub] = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM).calc(grey(target[sub]), grey(rough), None)
+    flow[still] = 0
+    d = fill_smooth(flow, (known | still).astype(np.float32), grid)
+    xs, ys = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    at = (xs + d[..., 0], ys + d[..., 1])  # target pixel x shows what the warp put at x + d
+    return (cv2.remap(map_x, *at, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE),
+            cv2.remap(map_y, *at, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE))
 
 
 def fill_smooth(values: np.ndarray, weights: np.ndarray, grid: int = 32) -> np.ndarray:
