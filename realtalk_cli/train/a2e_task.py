@@ -217,17 +217,23 @@ def fit_linear(model: A2ELinear, clips: list[ClipArrays], band_shifts: tuple[int
                     st["xx"] += xf.T @ xf; st["xy"] += xf.T @ yf; st["yy"] += yf.T @ yf
     metric = np.eye(y.shape[1]) if metric is None else metric
     total = {k: sum(st[k] for st in train_sums) for k in train_sums[0]}
-    errors = np.zeros(len(RIDGE_LAMBDAS))
+    errors, still = np.zeros(len(RIDGE_LAMBDAS)), 0.0  # still: predicting the training mean (w = 0)
     for held, st in zip(train_sums, real_sums):
         train = {k: total[k] - held[k] for k in total}
-        for i, (w, b) in enumerate(_ridge(train, RIDGE_LAMBDAS)):  # sum of e e' over the held-out real frames
+        fits = _ridge(train, RIDGE_LAMBDAS) + [(np.zeros_like(train["xy"]), train["sy"] / train["n"])]
+        for i, (w, b) in enumerate(fits):  # sum of e e' over the held-out real frames
             cross = np.outer(w.T @ st["sx"], b) - w.T @ st["xy"] - np.outer(b, st["sy"])
             ee = w.T @ st["xx"] @ w + cross + cross.T + st["n"] * np.outer(b, b) + st["yy"]
-            errors[i] += (metric * ee).sum()
+            if i < len(RIDGE_LAMBDAS):
+                errors[i] += (metric * ee).sum()
+            else:
+                still += (metric * ee).sum()
     best = int(np.argmin(errors))
     w, b = _ridge(total, RIDGE_LAMBDAS[best : best + 1])[0]
     model.set_weights(torch.as_tensor(w), torch.as_tensor(b))
-    return {"lambda": float(RIDGE_LAMBDAS[best]), "cv_mse": float(errors[best] / rows)}
+    # gain: the share of the still mouth's cross-validated error that the audio explains
+    return {"lambda": float(RIDGE_LAMBDAS[best]), "cv_mse": float(errors[best] / rows),
+            "cv_gain": float(1.0 - errors[best] / still)}
 
 
 def mouth_metric(face) -> np.ndarray:
@@ -341,7 +347,7 @@ class A2ETask(Task):
     def train_step(self, batch, trainer) -> dict[str, float]:
         if self.closed_form:
             fit = fit_linear(unwrap(self.models["a2e"]), self.clips, self.tc.band_shifts, metric=mouth_metric(self.face))
-            return {"loss": fit["cv_mse"], "lambda": fit["lambda"]}  # loss: on the held-out CV blocks
+            return {"loss": fit["cv_mse"], "lambda": fit["lambda"], "cv_gain": fit["cv_gain"]}  # on the held-out CV blocks
         return super().train_step(batch, trainer)
 
     def sample_batch(self, rng: np.random.Generator) -> dict[str, torch.Tensor] | None:
