@@ -93,3 +93,20 @@ def test_band_shifts_make_the_fit_robust_to_a_voice_with_higher_formants():
             pred = m(torch.as_tensor(other)[None])[0].numpy()
         r[shifts] = np.corrcoef(pred[:, 0], beta[:, 0])[0, 1]
     assert r[(-2, -1, 1, 2)] > 0.8 and r[()] < 0.5, r
+
+
+def test_linear_a2e_exports_to_onnx_and_runs_as_dub_runs_it(tmp_path):
+    from realtalk_cli.inference.a2e import predict_expressions
+    from realtalk_cli.inference.onnx import OnnxModel, OnnxNet
+    from realtalk_cli.pipelines.export import export_pipeline
+
+    torch.manual_seed(0)
+    m = _model(context=4, audio_dim=8, n_exp=4).eval()
+    m.set_weights(torch.randn(2 * 8 * 9, 4), torch.randn(4))
+    report = export_pipeline(m, None, tmp_path)
+    assert report["a2e"]["max_abs_diff"] < 1e-4
+    onnx = OnnxNet(OnnxModel(tmp_path / "a2e.onnx"), m.cfg)
+    feats = np.random.default_rng(0).standard_normal((2 * 50, 8)).astype(np.float32)
+    history = np.zeros((m.cfg.n_history, 4), np.float32)
+    np.testing.assert_allclose(predict_expressions(onnx, feats, np.zeros(0), history),
+                               predict_expressions(m, feats, np.zeros(0), history), atol=1e-4)
