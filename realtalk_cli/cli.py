@@ -156,7 +156,7 @@ def dub(
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Model directory with a2e/ and e2f/ (from `realtalk train`)."),
     adapt: Optional[bool] = typer.Option(None, "--adapt/--no-adapt", help="Learn this person from the video itself (its own audio), cache it, then dub: "
                                          "the default without --checkpoint. --no-adapt: fail instead."),
-    adapt_minutes: Optional[float] = typer.Option(None, "--adapt-minutes", help="Training budget when adapting, for networks trained by gradient descent (default: bank 5 min on a GPU, none on a CPU where the a2e is linear and solved in seconds; fia 15 on CPU, 30 on a GPU)."),
+    adapt_minutes: Optional[float] = typer.Option(None, "--adapt-minutes", help="Training budget when adapting, for networks trained by gradient descent (default: bank 5 min on a GPU; on a CPU the a2e is linear, solved in seconds, or its transformer fallback for a video with too little speech gets 3 min; fia 15 on CPU, 30 on a GPU)."),
     renderer: Optional[str] = typer.Option(None, "--renderer", help="'bank': the lower face from the person's own frames, warped and blended (sharp, teeth, no renderer training; the default when adapting). 'fia': the paper's neural renderer. Default: what the model directory was adapted with."),
     drive: str = typer.Option("audio", "--drive", help="'audio': expressions from the speech (dubbing). 'tracked': the video's own tracked expressions, to judge the renderer alone (reconstruction)."),
     init: Optional[Path] = typer.Option(None, "--init", help="When adapting: start from this generic model directory instead of from scratch."),

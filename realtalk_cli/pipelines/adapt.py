@@ -7,8 +7,8 @@ able to dub: the video's own frames and its own audio track are the training dat
     preprocess the video (its audio is the training signal)   -> <cache>/data
     fit the a2e person-specifically                            -> <cache>/model/a2e
       (on a CPU a linear a2e solved in seconds, which follows a minute of speech better than a
-      transformer trained for minutes: docs/experiments/sync.md; on a GPU the paper's transformer
-      within a time budget)
+      transformer trained for minutes: docs/experiments/sync.md; a small transformer within the budget
+      when the video holds too little speech for it; on a GPU the paper's transformer within the budget)
     renderer "bank" (default): keep the video's own frames     -> <cache>/model/bank
     renderer "fia": train the paper's renderer too             -> <cache>/model/e2f
     dub with that model directory (model/renderer.json says which renderer)
