@@ -277,9 +277,6 @@ class A2ELinear(nn.Module):
                 frame_mask: torch.Tensor | None = None) -> torch.Tensor:  # [B, T, n_exp]
         return self.conv(self.frames(audio)).transpose(1, 2)
 
-    def n_params(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
 
 def build_a2e(cfg: A2EConfig) -> nn.Module:
     return A2ELinear(cfg) if cfg.kind == "linear" else A2ETransformer(cfg)

@@ -215,7 +215,7 @@ def fit_linear(model: A2ELinear, clips: list[ClipArrays], band_shifts: tuple[int
                     xf, yf, st = x[fold == f], y[fold == f], sums[f]
                     st["n"] += len(xf); st["sx"] += xf.sum(0); st["sy"] += yf.sum(0)
                     st["xx"] += xf.T @ xf; st["xy"] += xf.T @ yf; st["yy"] += yf.T @ yf
-    metric = np.eye(y.shape[1]) if metric is None else metric
+    metric = np.eye(model.cfg.n_exp) if metric is None else metric
     total = {k: sum(st[k] for st in train_sums) for k in train_sums[0]}
     errors, still = np.zeros(len(RIDGE_LAMBDAS)), 0.0  # still: predicting the training mean (w = 0)
     for held, st in zip(train_sums, real_sums):
