@@ -157,7 +157,7 @@ def adapt(video: str | os.PathLike, options: AdaptOptions | None = None, device:
         init = Path(options.init) / stage if options.init is not None else None
         fit = lambda config: train(stage, data, run, config=config, overrides=overrides, device=str(device),  # noqa: E731
                                    resume=(run / "config.json").is_file(), init=init)
-        config = configs[stage]
+        config, announced = configs[stage], False
         if _closed_form(config) and (run / "config.json").is_file() and not _closed_form(run / "config.json"):
             config = config_path(FALLBACK[stage])  # an interrupted fallback (below) resumes as one
         if _closed_form(config):
@@ -168,9 +168,9 @@ def adapt(video: str | os.PathLike, options: AdaptOptions | None = None, device:
                               f"still one (too little speech?); training a transformer for up to {minutes * share:.1f} min "
                               "instead", soft_wrap=True, highlight=False)
                 shutil.rmtree(run)
-                config = config_path(FALLBACK[stage])
+                config, announced = config_path(FALLBACK[stage]), True
         if not _closed_form(config):
-            if config == configs[stage]:
+            if not announced:
                 console.print(f"adapt: training {stage} for up to {minutes * share:.1f} min")
             fit(config)
         (run / "adapt_done.json").write_text(json.dumps({"minutes": minutes * share}))
