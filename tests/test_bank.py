@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from mediagen import make_face_video
-from realtalk_cli.bank.retrieve import RetrievalConfig, best_path, planned_path, sources_per_frame
+from realtalk_cli.bank.retrieve import RetrievalConfig, best_path, match_costs, planned_path, sources_per_frame, with_motion
 from realtalk_cli.bank.warp import anchors, fill_smooth, register_maps, resample, triangulate, warp
 
 
@@ -118,6 +118,43 @@ def test_retrieval_plays_the_bank_on_and_crossfades():
     assert [k for k, _ in sources[4]] == [7, 4] and [k for k, _ in sources[5]] == [8, 5]
     for s in sources:
         assert abs(sum(w for _, w in s) - 1) < 1e-9
+
+
+def test_retrieval_matches_how_the_lips_move():
+    """Two bank frames of one lip shape, one opening and one closing: an opening target costs less on
+    the opening one, and the same motion at 50 fps (half the change per frame) costs the same."""
+    shape, smaller, larger = np.array([[1.0, 2.0]]), np.array([[0.8, 1.8]]), np.array([[1.2, 2.2]])
+    bank = np.vstack([with_motion(shape, smaller, [1], 1.0), with_motion(shape, larger, [1], 1.0)])
+    pose, cfg = np.zeros((2, 6)), RetrievalConfig()
+    at25 = match_costs(with_motion(shape, smaller, [1], 1.0), bank, pose[:1], pose, 1.0, cfg)
+    at50 = match_costs(with_motion(shape, (shape + smaller) / 2, [0.5], 1.0), bank, pose[:1], pose, 1.0, cfg)
+    assert at25[0, 0] < 1e-9 < at25[0, 1]
+    np.testing.assert_allclose(at50, at25, atol=1e-9)
+    shape_only = match_costs(shape, shape.repeat(2, 0), pose[:1], pose, 1.0, cfg)
+    assert shape_only[0, 0] == shape_only[0, 1]  # without motion the two cannot be told apart
+
+
+def test_live_plan_block_by_block_is_the_offline_plan(bank_model):
+    """A stream prepares 8 frames at a time (resume=True): it picks the bank frames one offline plan
+    of the whole output picks, motion term included (weighted up so that it decides)."""
+    from realtalk_cli.bank.compose import BankRenderer
+    from realtalk_cli.bank.store import FrameBank
+    from realtalk_cli.inference.render_stage import BankStage
+
+    bank = FrameBank(bank_model / "model" / "bank")
+    rng = np.random.default_rng(1)
+    order = np.r_[np.arange(len(bank)), np.arange(len(bank))[::-1], rng.permutation(len(bank))][:40]
+    beta = bank.beta[order] + 0.01 * rng.standard_normal((len(order), bank.beta.shape[1])).astype(np.float32)
+    track = type("Track", (), {"alpha": bank.alpha, "rho": bank.rho[order % len(bank)]})()
+    src = np.arange(len(order))
+    cfg = RetrievalConfig(motion=20.0)
+    offline, live = BankStage(BankRenderer(bank, cfg)), BankStage(BankRenderer(bank, cfg))
+    offline.prepare(track, beta, src)
+    blocks = []
+    for a in range(0, len(order), 8):
+        live.prepare(track, beta[a:a + 8], src[a:a + 8], resume=a > 0)
+        blocks += live.sources
+    assert blocks == offline.sources
 
 
 def test_bank_build_and_reload(bank_model):

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from realtalk_cli.bank.retrieve import (RetrievalConfig, lip_descriptors, match_costs, planned_path,
-                                        sources_per_frame, typical_mismatch)
+                                        sources_per_frame, typical_mismatch, with_motion)
 from realtalk_cli.bank.store import FrameBank, border_anchors, project
 from realtalk_cli.bank.warp import fill_smooth, piecewise_affine_maps, register_maps, resample
 from realtalk_cli.face import align
@@ -64,18 +64,34 @@ class BankRenderer:
         self.bank, self.face = bank, bank.face
         self.retrieval = retrieval or RetrievalConfig()
         self.cfg = compose or ComposeConfig()
-        self._descriptors = lip_descriptors(self.face, bank.alpha, bank.beta)
+        self._descriptors = self._bank_descriptors()
         self._unit = typical_mismatch(self._descriptors)
         self._successor = bank.successor()
         self._contour = self.face.groups["mask_contour"].cpu()
         self._lips = self.face.groups["lips_outer"].cpu().numpy()
 
     # ---- retrieval over a whole output ---------------------------------------------------------
+    def _bank_descriptors(self) -> np.ndarray:
+        """Lip descriptors of the bank frames, with their motion from the frame before in the same video."""
+        bank = self.bank
+        desc = lip_descriptors(self.face, bank.alpha, bank.beta)
+        if self.retrieval.motion <= 0:
+            return desc
+        follows = np.r_[False, bank.segment[1:] == bank.segment[:-1]]  # a segment's first frame: no motion known
+        before = np.where(follows[:, None], np.roll(desc, 1, 0), desc)
+        gap = np.maximum(np.diff(bank.frames, prepend=bank.frames[:1]), 1)
+        return with_motion(desc, before, gap, self.retrieval.motion)
+
     def plan(self, alpha: np.ndarray, beta: np.ndarray, rho: np.ndarray, prev: int | None = None,
-             chunk: int = 512) -> list[list[tuple[int, float]]]:
-        """Bank sources per output frame for predicted expressions beta [T] shown with poses rho [T];
-        `prev`: the bank frame shown just before (a live stream plans block after block)."""
+             fps: float = 25.0, beta_before: np.ndarray | None = None, chunk: int = 512) -> list[list[tuple[int, float]]]:
+        """Bank sources per output frame for predicted expressions beta [T] at `fps`, shown with poses
+        rho [T]; `prev` and `beta_before`: the bank frame shown and the expression asked for just before
+        (a live stream plans block after block)."""
         target = lip_descriptors(self.face, alpha, beta)
+        if self.retrieval.motion > 0:
+            first = target[:1] if beta_before is None else lip_descriptors(self.face, alpha, np.asarray(beta_before)[None])
+            target = with_motion(target, np.vstack([first, target[:-1]]), np.full(len(target), 25.0 / fps),
+                                 self.retrieval.motion)
         costs = np.concatenate([match_costs(target[i:i + chunk], self._descriptors, rho[i:i + chunk], self.bank.rho,
                                             self._unit, self.retrieval) for i in range(0, len(target), chunk)])
         path = planned_path(costs, self._successor, self.retrieval, prev)

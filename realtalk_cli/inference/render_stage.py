@@ -2,7 +2,7 @@
 
 Two renderers share one interface, so the dub loop (and later a live stream) does not care which:
 
-    stage.prepare(track, beta_hat, src_idx)      once per job (or per block of a live stream, resume=True)
+    stage.prepare(track, beta_hat, src_idx, ref, fps)   once per job (or per block of a live stream, resume=True)
     stage(batch, clock) -> [(dubbed, paste)]     batch = [(output index, source index, frame)]
 
 `paste` tells where the frame changed (`paste.mask(h, w)`, a soft [h, w] mask): previews overlay it
@@ -50,7 +50,7 @@ class FIAStage:
         return (self._scale @ np.vstack([a, [0, 0, 1]])).astype(np.float32)
 
     def prepare(self, track, beta_hat: np.ndarray, src_idx: np.ndarray, reference_frame: np.ndarray,
-                resume: bool = False) -> None:
+                fps: float = 25.0, resume: bool = False) -> None:
         self.track, self.beta_hat = track, beta_hat
         self.reference = align.warp_to_crop(reference_frame, self._to_render(track.transforms[track.reference]),
                                             self.e2f.image_size)
@@ -86,13 +86,17 @@ class BankStage:
     def __init__(self, renderer: BankRenderer):
         self.renderer, self.face = renderer, renderer.face
         self.last: int | None = None  # the bank frame planned for the last prepared output frame
+        self.last_beta: np.ndarray | None = None  # and the expression asked of it
 
-    def prepare(self, track, beta_hat: np.ndarray, src_idx: np.ndarray, reference_frame=None, resume: bool = False) -> None:
+    def prepare(self, track, beta_hat: np.ndarray, src_idx: np.ndarray, reference_frame=None, fps: float = 25.0,
+                resume: bool = False) -> None:
         """Plan the bank frames for these output frames; `resume`: they follow the last prepared ones
         (a live stream prepares block after block and gets what one offline plan would choose)."""
         self.track, self.beta_hat = track, beta_hat
-        self.sources = self.renderer.plan(track.alpha, beta_hat, track.rho[src_idx], prev=self.last if resume else None)
+        self.sources = self.renderer.plan(track.alpha, beta_hat, track.rho[src_idx], prev=self.last if resume else None,
+                                          fps=fps, beta_before=self.last_beta if resume else None)
         self.last = self.sources[-1][0][0] if self.sources else None
+        self.last_beta = beta_hat[-1] if len(beta_hat) else None
 
     def __call__(self, batch, clock):
         track, results = self.track, []

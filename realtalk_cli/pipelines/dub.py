@@ -184,7 +184,7 @@ class Dubber:
         """Decode ahead, render in this thread, encode behind: three stages overlapping (inference/threads.py)."""
         ref_frame = next(iter(VideoReader(video, fps, info=info, start=track.reference, stop=track.reference + 1)))
         with clock("plan"):
-            self.stage.prepare(track, beta_hat, indices, ref_frame)
+            self.stage.prepare(track, beta_hat, indices, ref_frame, fps)
         missing = 0
         batch: list[tuple[int, int, np.ndarray]] = []
         writer = VideoWriter(silent, track.width, track.height, fps, crf=options.crf, preset=options.preset)

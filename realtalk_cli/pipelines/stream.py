@@ -242,7 +242,7 @@ def stream(dubber, video: str | os.PathLike, speech: str, out: str, options: Str
             beta = np.stack(pending[:n])
             del pending[:n]
             src = period[np.arange(done, done + len(beta)) % len(period)]
-            dubber.stage.prepare(track, beta, src, ref, resume=done > 0)
+            dubber.stage.prepare(track, beta, src, ref, FPS, resume=done > 0)
             batch = [(k, j, frame) for k, (j, frame) in zip(range(len(beta)), it_frames)]
             faces = [b for b in batch if track.found[b[1]]]  # frames without a face pass through
             rendered = dict(zip((b[0] for b in faces), dubber.stage(faces, clock))) if faces else {}
