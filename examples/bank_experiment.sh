@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Renderers compared on held-out frames (issue 10), all rows from one run of this script:
 #   frozen-mouth baseline | fia (the paper's renderer at 128 px, CPU-adapted) | bank (the person's own frames)
+#   | bank+fia (the bank refined by a network trained on the clip; half the budget trains it)
 # on German_20s, cnn2 and KatieHill: adapt on the first 80% of each clip (same CPU budget for every
 # renderer), then re-render the held-out last 20%
 #   (a) renderer alone: driven by the held-out frames' own tracked expressions (`dub --drive tracked`)
 #   (b) whole chain:    driven by the held-out audio through the adapted a2e
 # and evaluate against the source (`realtalk eval --source`). Writes OUT/table.md.
 # Usage: bash examples/bank_experiment.sh OUT_DIR [MINUTES]        (needs ../shared/data)
-#        RENDERERS="bank" bash examples/bank_experiment.sh ...     only some renderers (default: bank fia)
+#        RENDERERS="bank" bash examples/bank_experiment.sh ...     only some renderers (default: bank bank+fia fia)
 set -euo pipefail
 out=${1:?output directory}; minutes=${2:-3}
 here=$(cd "$(dirname "$0")" && pwd)
@@ -22,7 +23,7 @@ for entry in "${clips[@]}"; do
   train=$out/${c}_train80.mp4; held=$out/${c}_heldout20.mp4
   [ -f "$train" ] || $ff -y -loglevel error -i "$shared/video/$c.mp4" -t "$cut" -c:v libx264 -crf 14 -preset veryfast -c:a aac "$train"
   [ -f "$held" ] || $ff -y -loglevel error -ss "$cut" -i "$shared/video/$c.mp4" -c:v libx264 -crf 14 -preset veryfast -c:a aac "$held"
-  for r in ${RENDERERS:-bank fia}; do
+  for r in ${RENDERERS:-bank bank+fia fia}; do
     # adapt on the first 80% (cached under $out/cache; the dub itself is a short throwaway)
     /usr/bin/time -f "%e s wall, %M KB peak" realtalk --quiet dub "$train" "$held" -o "$out/${c}_${r}_adapt.mp4" --overwrite \
         --adapt --adapt-minutes "$minutes" --renderer "$r" --cache-dir "$out/cache" 2> "$out/${c}_${r}_adapt.time"

@@ -82,18 +82,23 @@ class BankRenderer:
         gap = np.maximum(np.diff(bank.frames, prepend=bank.frames[:1]), 1)
         return with_motion(desc, before, gap, self.retrieval.motion)
 
-    def plan(self, alpha: np.ndarray, beta: np.ndarray, rho: np.ndarray, prev: int | None = None,
-             fps: float = 25.0, beta_before: np.ndarray | None = None, chunk: int = 512) -> list[list[tuple[int, float]]]:
-        """Bank sources per output frame for predicted expressions beta [T] at `fps`, shown with poses
-        rho [T]; `prev` and `beta_before`: the bank frame shown and the expression asked for just before
-        (a live stream plans block after block)."""
+    def costs(self, alpha: np.ndarray, beta: np.ndarray, rho: np.ndarray, fps: float = 25.0,
+              beta_before: np.ndarray | None = None, chunk: int = 512) -> np.ndarray:
+        """[T, K] cost of showing bank frame k at output frame t, for predicted expressions beta [T] at
+        `fps` shown with poses rho [T]; `beta_before`: the expression asked for just before."""
         target = lip_descriptors(self.face, alpha, beta)
         if self.retrieval.motion > 0:
             first = target[:1] if beta_before is None else lip_descriptors(self.face, alpha, np.asarray(beta_before)[None])
             target = with_motion(target, np.vstack([first, target[:-1]]), np.full(len(target), 25.0 / fps),
                                  self.retrieval.motion)
-        costs = np.concatenate([match_costs(target[i:i + chunk], self._descriptors, rho[i:i + chunk], self.bank.rho,
-                                            self._unit, self.retrieval) for i in range(0, len(target), chunk)])
+        return np.concatenate([match_costs(target[i:i + chunk], self._descriptors, rho[i:i + chunk], self.bank.rho,
+                                           self._unit, self.retrieval) for i in range(0, len(target), chunk)])
+
+    def plan(self, alpha: np.ndarray, beta: np.ndarray, rho: np.ndarray, prev: int | None = None,
+             fps: float = 25.0, beta_before: np.ndarray | None = None) -> list[list[tuple[int, float]]]:
+        """Bank sources per output frame (see costs); `prev` and `beta_before`: the bank frame shown and
+        the expression asked for just before (a live stream plans block after block)."""
+        costs = self.costs(alpha, beta, rho, fps, beta_before)
         path = planned_path(costs, self._successor, self.retrieval, prev)
         return sources_per_frame(path, self._successor, self.retrieval.crossfade)
 

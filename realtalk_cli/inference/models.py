@@ -1,7 +1,8 @@
 """A model directory -> the networks and the render stage that dub with it.
 
 A model directory holds `a2e/` (a checkpoint or a training run: its newest checkpoint is used) and a
-renderer: `bank/` (the person's own frames, realtalk_cli/bank) and/or `e2f/` (the paper's network);
+renderer: `bank/` (the person's own frames, realtalk_cli/bank), with `refine/` for bank+fia (a network
+refining the bank's picture, bank/refine.py), and/or `e2f/` (the paper's network);
 `renderer.json` records which one adaptation chose; `onnx/` holds exports from `realtalk export`.
 """
 
@@ -19,7 +20,8 @@ from realtalk_cli.inference.onnx import OnnxModel, OnnxNet
 from realtalk_cli.inference.a2e import load_a2e
 from realtalk_cli.inference.e2f import E2FModel, load_renderer
 
-RENDERERS = ("bank", "fia")
+RENDERERS = ("bank", "bank+fia", "fia")
+PARTS = {"bank": ("bank",), "bank+fia": ("bank", "refine"), "fia": ("e2f",)}  # what each one loads
 
 
 def renderer_choice(model_dir: Path) -> str:
@@ -33,7 +35,7 @@ def renderer_choice(model_dir: Path) -> str:
         if choice not in RENDERERS:
             raise RealtalkError(f"unknown renderer {choice!r} (expected {' or '.join(RENDERERS)})", rec)
         return choice
-    has = [r for r, d in (("bank", "bank"), ("fia", "e2f")) if (model_dir / d).is_dir()]
+    has = [r for r in RENDERERS if all((model_dir / d).is_dir() for d in PARTS[r])]
     return has[0] if has else "fia"
 
 
@@ -49,16 +51,23 @@ def load_models(model_dir: str | os.PathLike, device: torch.device, backend: str
     renderer = renderer or renderer_choice(model_dir)
     if renderer not in RENDERERS:
         raise UsageError(f"--renderer {renderer!r}: expected {' or '.join(RENDERERS)}")
-    part = "bank" if renderer == "bank" else "e2f"
-    for d, how in (("a2e", "train it with `realtalk train --stage a2e`"),
-                   (part, "build it with `realtalk dub --adapt --renderer bank`" if part == "bank" else
-                    f"train it with `realtalk train --stage e2f --out {model_dir / 'e2f'}`")):
+    how = {"a2e": "train it with `realtalk train --stage a2e`", "bank": "build it with `realtalk dub --adapt --renderer bank`",
+           "refine": "make it with `realtalk dub --adapt --renderer bank+fia`",
+           "e2f": f"train it with `realtalk train --stage e2f --out {model_dir / 'e2f'}`"}
+    part = PARTS[renderer][0]
+    for d in ("a2e", *PARTS[renderer]):
         if not (model_dir / d).is_dir():
-            raise RealtalkError(f"not a realtalk model directory for the {renderer} renderer (no {d}/ inside; {how})", model_dir)
+            raise RealtalkError(f"not a realtalk model directory for the {renderer} renderer (no {d}/ inside; {how[d]})", model_dir)
     a2e, a2e_config = load_a2e(model_dir / "a2e", device)
     a2e_face = FaceModel.from_checkpoint(a2e_config["face_model"], _face_tensors(model_dir / "a2e")).fingerprint()
-    if renderer == "bank":
-        stage = BankStage(BankRenderer(FrameBank(model_dir / "bank")))
+    if part == "bank":
+        bank = FrameBank(model_dir / "bank")
+        refiner = None
+        if renderer == "bank+fia":
+            from realtalk_cli.bank.refine import BankRefiner
+
+            refiner = BankRefiner.from_pretrained(model_dir / "refine", bank.face.crop_size, device)
+        stage = BankStage(BankRenderer(bank), refiner)
     else:
         e2f = load_renderer(resolve_run(model_dir / "e2f"), device)
         if backend == "onnx":

@@ -10,7 +10,8 @@ and tests check that nothing outside it moved.
 
 * FIAStage: the paper's renderer (e2f): crop, mask, network, feathered paste back.
 * BankStage: the person's own frames (realtalk_cli/bank): retrieval once over the whole output, then
-  a warp and blend per frame straight into the frame's pixels.
+  a warp and blend per frame straight into the frame's pixels; with a refiner (bank+fia), a network's
+  correction added inside the changed region, a batch at a time.
 """
 
 from __future__ import annotations
@@ -81,10 +82,9 @@ class FIAStage:
 
 
 class BankStage:
-    name = "bank"
-
-    def __init__(self, renderer: BankRenderer):
-        self.renderer, self.face = renderer, renderer.face
+    def __init__(self, renderer: BankRenderer, refiner=None):
+        self.renderer, self.face, self.refiner = renderer, renderer.face, refiner
+        self.name = "bank+fia" if refiner is not None else "bank"
         self.last: int | None = None  # the bank frame planned for the last prepared output frame
         self.last_beta: np.ndarray | None = None  # and the expression asked of it
 
@@ -104,4 +104,7 @@ class BankStage:
             for i, j, frame in batch:
                 results.append(self.renderer.compose(frame, track.transforms[j], track.alpha, self.beta_hat[i],
                                                      track.beta[j], track.rho[j], self.sources[i]))
+        if self.refiner is not None:
+            with clock("refine"):
+                results = self.refiner(results, [track.transforms[j] for _, j, _ in batch])
         return results

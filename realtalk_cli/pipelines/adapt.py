@@ -10,6 +10,8 @@ able to dub: the video's own frames and its own audio track are the training dat
       transformer trained for minutes: docs/experiments/sync.md; a small transformer within the budget
       when the video holds too little speech for it; on a GPU the paper's transformer within the budget)
     renderer "bank" (default): keep the video's own frames     -> <cache>/model/bank
+    renderer "bank+fia": the bank, and a small network that learns what the bank's picture leaves
+      wrong on this video (bank/refine.py)                     -> <cache>/model/bank, model/refine
     renderer "fia": train the paper's renderer too             -> <cache>/model/e2f
     dub with that model directory (model/renderer.json says which renderer)
 
@@ -49,10 +51,11 @@ from realtalk_cli.progress import console
 # paper's on a GPU; the training budget (minutes) depends on the renderer (the frame bank trains only the
 # a2e) and binds only stages trained by gradient descent
 DEFAULTS = {
-    "cpu": {"minutes": {"bank": 3.0, "fia": 15.0}, "a2e": "adapt_cpu_linear", "e2f": "adapt_cpu_e2f"},
-    "cuda": {"minutes": {"bank": 5.0, "fia": 30.0}, "a2e": None, "e2f": None},
+    "cpu": {"minutes": {"bank": 3.0, "bank+fia": 6.0, "fia": 15.0}, "a2e": "adapt_cpu_linear", "e2f": "adapt_cpu_e2f"},
+    "cuda": {"minutes": {"bank": 5.0, "bank+fia": 10.0, "fia": 30.0}, "a2e": None, "e2f": None},
 }
-SHARE = {"bank": {"a2e": 1.0}, "fia": {"a2e": 0.25, "e2f": 0.75}}  # of the budget, per stage trained
+SHARE = {"bank": {"a2e": 1.0}, "bank+fia": {"a2e": 0.5, "refine": 0.5}, "fia": {"a2e": 0.25, "e2f": 0.75}}  # of the budget
+BANKED = ("bank", "bank+fia")  # renderers that dub from the frame bank
 # when a linear a2e finds nothing it can predict (a few seconds of speech), a small transformer within the
 # budget: on KatieHill (6 s) it follows the held-out mouth at r 0.49 where the ridge stays at its mean
 FALLBACK = {"a2e": "adapt_cpu_a2e"}
@@ -65,14 +68,14 @@ class AdaptOptions:
     cache: Path | None = None             # cache root; default $REALTALK_CACHE or ~/.cache/realtalk
     a2e_config: Path | None = None        # override the stage configs (JSON, as for `realtalk train`)
     e2f_config: Path | None = None
-    renderer: str = "bank"                # "bank" (the video's own frames) or "fia" (the paper's renderer)
+    renderer: str = "bank"                # "bank" (the video's own frames), "bank+fia" (refined) or "fia" (the paper's)
 
 
 def stage_configs(options: AdaptOptions, device: torch.device) -> dict[str, Path | None]:
     """The config file each stage this renderer needs trains with (None: the paper defaults)."""
     defaults = DEFAULTS["cuda" if device.type == "cuda" else "cpu"]
     given = {"a2e": options.a2e_config, "e2f": options.e2f_config}
-    return {stage: config_path(given[stage] or defaults[stage]) if given[stage] or defaults[stage] else None
+    return {stage: config_path(given.get(stage) or defaults.get(stage)) if given.get(stage) or defaults.get(stage) else None
             for stage in SHARE[options.renderer]}
 
 
@@ -108,7 +111,7 @@ def _trained(run: Path, minutes: float) -> bool:
 
 def _complete(model: Path, minutes: float, renderer: str) -> bool:
     """Every step of an earlier adaptation with at least this budget is there."""
-    return ((model / "renderer.json").is_file() and (renderer != "bank" or (model / "bank" / "config.json").is_file())
+    return ((model / "renderer.json").is_file() and (renderer not in BANKED or (model / "bank" / "config.json").is_file())
             and all(_trained(model / stage, minutes * share) for stage, share in SHARE[renderer].items()))
 
 
@@ -148,12 +151,18 @@ def adapt(video: str | os.PathLike, options: AdaptOptions | None = None, device:
         reason = next((s.get("reason") for s in result.sources if s.get("status") != "ok"), "no usable clip")
         raise RealtalkError(f"cannot learn this person: {reason}", video)
 
+    if options.renderer in BANKED and not (model / "bank" / "config.json").is_file():
+        from realtalk_cli.bank.store import build_bank
+
+        with progress() as p:
+            build_bank(data, model / "bank", video=video, progress=p)
     for stage, share in SHARE[options.renderer].items():
         run = model / stage
         if _trained(run, minutes * share):
             continue
-        overrides = {"trainer": {"steps": 10**9, "max_minutes": minutes * share, "val_every": 0},
-                     "task": {"split_frames": 0.0}}
+        task = ({"bank": str(model / "bank"), "video": str(video.resolve())} if stage == "refine"  # refine: bank/refine.py
+                else {"split_frames": 0.0})
+        overrides = {"trainer": {"steps": 10**9, "max_minutes": minutes * share, "val_every": 0}, "task": task}
         init = Path(options.init) / stage if options.init is not None else None
         fit = lambda config: train(stage, data, run, config=config, overrides=overrides, device=str(device),  # noqa: E731
                                    resume=(run / "config.json").is_file(), init=init)
@@ -174,11 +183,6 @@ def adapt(video: str | os.PathLike, options: AdaptOptions | None = None, device:
                 console.print(f"adapt: training {stage} for up to {minutes * share:.1f} min")
             fit(config)
         (run / "adapt_done.json").write_text(json.dumps({"minutes": minutes * share}))
-    if options.renderer == "bank" and not (model / "bank" / "config.json").is_file():
-        from realtalk_cli.bank.store import build_bank
-
-        with progress() as p:
-            build_bank(data, model / "bank", video=video, progress=p)
     with atomic_file(model / "avatar.json") as tmp:  # what `realtalk stream --avatar` plays
         tmp.write_text(json.dumps({"video": str(video.resolve())}))
     with atomic_file(model / "renderer.json") as tmp:

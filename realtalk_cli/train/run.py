@@ -23,7 +23,7 @@ from realtalk_cli.fsutil import read_json
 from realtalk_cli.progress import console, set_quiet
 from realtalk_cli.train.trainer import Trainer, TrainerConfig, init_distributed
 
-STAGES = {"a2e": "realtalk_cli.train.a2e_task", "e2f": "realtalk_cli.train.e2f_task"}
+STAGES = {"a2e": "realtalk_cli.train.a2e_task", "e2f": "realtalk_cli.train.e2f_task", "refine": "realtalk_cli.train.refine_task"}
 
 
 def merge(base: dict, override: dict) -> dict:
