@@ -109,7 +109,7 @@ def preprocess(
 @app.command(epilog="Example:  realtalk train --stage a2e   (then --stage e2f; both read data/ and write models/run/, "
                     "then: realtalk dub video.mp4 speech.wav -o out.mp4 --checkpoint models/run)")
 def train(
-    stage: str = typer.Option(..., "--stage", help="a2e (audio-to-expression) or e2f (expression-to-face)."),
+    stage: str = typer.Option(..., "--stage", help="a2e (audio-to-expression), e2f (expression-to-face) or refine (the bank+fia refiner: needs a config with task.bank and task.video; `dub --adapt --renderer bank+fia` sets them)."),
     data: Path = typer.Option(Path("data"), "--data", help="Dataset directory written by `realtalk preprocess`."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory: config, metrics, checkpoints/step_N. Default: models/run/STAGE, "
                                        "or a new models/runN/STAGE (N = 2, 3, ...) when that exists; never overwrites."),
@@ -247,7 +247,7 @@ def bench(
     repeats: int = typer.Option(5, "--repeats", min=1, help="Timed runs per measurement (after 2 warm-up runs)."),
     max_seconds: float = typer.Option(60.0, "--max-seconds", min=0.0, help="Stop repeating a measurement after this long (at least 2 runs)."),
     e2e_seconds: float = typer.Option(4.0, "--e2e-seconds", min=0.0, help="Length of the generated clip for the end-to-end dub timing; 0 skips it."),
-    e2e: str = typer.Option("fia@1280x720,bank@512x512,bank@1920x1080", "--e2e", help="End-to-end dubs to time: RENDERER@WIDTHxHEIGHT, comma-separated (renderer fia or bank)."),
+    e2e: str = typer.Option("fia@1280x720,bank@512x512,bank@1920x1080", "--e2e", help="End-to-end dubs to time: RENDERER@WIDTHxHEIGHT, comma-separated (renderer fia, bank or bank+fia; networks untrained: speed only)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the results as JSON here."),
 ):
     """Measure the speed of every stage on this device and backend."""

@@ -63,9 +63,9 @@ def parse_e2e(spec: str) -> list[tuple[str, tuple[int, int]]]:
         try:
             renderer, size = item.split("@")
             w, h = (int(v) for v in size.lower().split("x"))
-            assert renderer in ("fia", "bank") and w >= 64 and h >= 64
+            assert renderer in ("fia", "bank", "bank+fia") and w >= 64 and h >= 64
         except (ValueError, AssertionError):
-            raise UsageError(f"--e2e {item!r}: expected RENDERER@WIDTHxHEIGHT with RENDERER fia or bank, e.g. bank@512x512") from None
+            raise UsageError(f"--e2e {item!r}: expected RENDERER@WIDTHxHEIGHT with RENDERER fia, bank or bank+fia, e.g. bank@512x512") from None
         out.append((renderer, (w, h)))
     return out
 

@@ -171,16 +171,17 @@ def test_bench_cli_table_and_json(model_dir, tmp_path):
 
     out = tmp_path / "bench.json"
     r = cli("bench", "--checkpoint", model_dir, "--batches", "1,2", "--repeats", 2, "--backends", "eager,onnx,bf16",
-            "--e2e-seconds", 1, "--e2e", "fia@192x160,bank@320x240", "--json", out)
+            "--e2e-seconds", 1, "--e2e", "fia@192x160,bank@320x240,bank+fia@320x240", "--json", out)
     result = json.loads(out.read_text())
     rows = {(row["stage"], row["backend"], row["batch"]) for row in result["rows"]}
     assert {("a2e", "eager", 1), ("renderer", "eager", 1), ("renderer", "eager", 2), ("renderer", "onnx", 2)} <= rows
     assert all(row["ms_median"] > 0 and row["ms_min"] <= row["ms_median"] <= row["ms_max"] for row in result["rows"])
-    fia, bank = result["dubs"]
+    fia, bank, refined = result["dubs"]
     assert (fia["renderer"], fia["width"], bank["renderer"], bank["width"], bank["height"]) == ("fia", 192, "bank", 320, 240)
     for d in (fia, bank):
         assert d["frames"] == 25 and set(d["stages"]) >= {"decode", "track", "render", "encode"}
     assert "mask" in fia["stages"] and "plan" in bank["stages"]  # each renderer's own stages
+    assert refined["renderer"] == "bank+fia" and "refine" in refined["stages"] and "refine" not in bank["stages"]
     bad = cli("bench", "--e2e", "bank@tiny", check=False)
     assert bad.returncode == 2 and "--e2e 'bank@tiny'" in bad.stderr
     assert result["environment"]["torch"] and result["paper_v100"]["e2f_ms"] == 30.8

@@ -212,12 +212,15 @@ def bench_dub(device: torch.device, seconds: float = 4.0, size: tuple[int, int] 
 
         face = Dataset.open(Path(tmp) / "data").face_model
         a2e = A2ETransformer(dataclasses.replace(a2e_cfg, n_id=face.n_id, n_exp=face.n_exp))
-        if renderer == "bank":
+        if renderer in ("bank", "bank+fia"):
             from realtalk_cli.bank.compose import BankRenderer
+            from realtalk_cli.bank.refine import BankRefiner
             from realtalk_cli.bank.store import FrameBank, build_bank
             from realtalk_cli.inference.render_stage import BankStage
+            from realtalk_cli.nets.refiner import Refiner, RefinerConfig
 
-            stage = BankStage(BankRenderer(FrameBank(build_bank(Path(tmp) / "data", Path(tmp) / "bank"))))
+            refiner = BankRefiner(Refiner(RefinerConfig()), face.crop_size, device) if renderer == "bank+fia" else None
+            stage = BankStage(BankRenderer(FrameBank(build_bank(Path(tmp) / "data", Path(tmp) / "bank"))), refiner)
         else:
             from realtalk_cli.nets.mask import MaskConfig
             from realtalk_cli.inference.e2f import E2FModel
