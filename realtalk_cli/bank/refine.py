@@ -26,20 +26,16 @@ from realtalk_cli.face import align
 from realtalk_cli.nets.refiner import Refiner, RefinerConfig
 
 
-def _crop_affine(transform: np.ndarray, crop_size: int, size: int) -> np.ndarray:
-    """3x3 affine: frame pixels -> pixels of the refiner's crop (the face-model crop, rescaled)."""
-    return np.diag([size / crop_size] * 2 + [1.0]) @ np.vstack([transform, [0, 0, 1]])
-
-
 def _box_to_crop(transform: np.ndarray, crop_size: int, size: int, box) -> np.ndarray:
     """2x3 affine: pixels of the paste box -> pixels of the refiner's crop."""
-    shift = np.array([[1, 0, box[0]], [0, 1, box[1]], [0, 0, 1]], np.float64)
-    return (_crop_affine(transform, crop_size, size) @ shift)[:2].astype(np.float32)
+    a = align.rescale(transform, crop_size, size)
+    a[:, 2] += a[:, :2] @ np.asarray(box[:2], np.float32)
+    return a
 
 
 def refiner_inputs(composite: np.ndarray, paste: Paste, transform: np.ndarray, crop_size: int, size: int):
     """(image uint8 [S,S,3], region float32 [S,S]): the composite's face crop and the region in it."""
-    image = align.warp_to_crop(composite, _crop_affine(transform, crop_size, size)[:2].astype(np.float32), size)
+    image = align.warp_to_crop(composite, align.rescale(transform, crop_size, size), size)
     if paste.region.size == 0:
         return image, np.zeros((size, size), np.float32)
     region = cv2.warpAffine(paste.region, _box_to_crop(transform, crop_size, size, paste.box), (size, size),
@@ -123,7 +119,7 @@ def training_pairs(renderer: BankRenderer, dataset_dir: str | os.PathLike, video
             composite, paste = renderer.compose(frame, transforms[t], co["alpha"], co["beta"][t], co["beta"][t],
                                                 co["rho"][t], [(k, 1.0)])
             image, region = refiner_inputs(composite, paste, transforms[t], crop_size, size)
-            target = align.warp_to_crop(frame, _crop_affine(transforms[t], crop_size, size)[:2].astype(np.float32), size)
+            target = align.warp_to_crop(frame, align.rescale(transforms[t], crop_size, size), size)
             out["composite"].append(image)
             out["target"].append(target)
             out["region"].append(region)

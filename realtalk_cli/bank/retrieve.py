@@ -6,11 +6,12 @@ is close to the shown frame's (the warp bends less). The motion counts because l
 different opening and closing (the teeth, the stretch of the lips): beside the shape, the lips' change
 since the frame before, per 1/25 s, with weight `motion`. Measured on the held-out parts of
 German_20s / cnn2 / KatieHill (docs/experiments/bank.md), it raised mask PSNR driven by the tracked
-expressions by +0.26 / +0.13 / +0.31 dB and German's mouth sharpness from 0.89 to 0.93 of the source's. A Viterbi pass over the whole output then picks one candidate per frame,
-trading the match cost against a switching cost: playing the bank on from the previous choice (its
-successor in the video) is free, holding it costs a little, jumping elsewhere costs `switch_cost`. The
-mouth therefore keeps one source for stretches of frames instead of flickering between sources, and
-its texture moves as the person's really did.
+expressions by +0.26 / +0.13 / +0.31 dB and German's mouth sharpness from 0.89 to 0.93 of the source's.
+A Viterbi pass over the whole output then picks one candidate per frame, trading the match cost
+against a switching cost: playing the bank on from the previous choice (its successor in the video)
+is free, holding it costs a little, jumping elsewhere costs `switch_cost`. The mouth therefore keeps
+one source for stretches of frames instead of flickering between sources, and its texture moves as
+the person's really did.
 
 At a jump, the previous source can be faded out over `crossfade` frames (both are warped to the
 same target geometry, so only the texture blends). Off by default: measured on German_20s held out,

@@ -83,6 +83,11 @@ def invert(a: np.ndarray) -> np.ndarray:
     return np.concatenate([m, -(m @ a[..., 2:])], -1).astype(np.float32)
 
 
+def rescale(a: np.ndarray, crop_size: int, size: int) -> np.ndarray:
+    """A frame -> crop affine [2, 3] for the same crop cut at `size` pixels a side instead of `crop_size`."""
+    return (np.asarray(a, np.float64) * (size / crop_size)).astype(np.float32)
+
+
 def transform_points(points: np.ndarray, a: np.ndarray) -> np.ndarray:
     """Apply [T, 2, 3] (or [2, 3]) to [T, N, 2+] points; a z column is scaled by the transform's scale."""
     out = points.astype(np.float32).copy()

@@ -44,11 +44,11 @@ class FIAStage:
     def __init__(self, e2f: E2FModel, crop_size: int, device: torch.device, feather: float = 0.04):
         self.e2f, self.face, self.device = e2f, e2f.face, device
         S = e2f.image_size
-        self._scale = np.diag([S / crop_size] * 2 + [1.0])[:2]  # face-model crop -> renderer crop
+        self._crop_size = crop_size  # the face-model crop the track's transforms cut
         self._feather = max(1, int(feather * S)) | 1
 
     def _to_render(self, a: np.ndarray) -> np.ndarray:
-        return (self._scale @ np.vstack([a, [0, 0, 1]])).astype(np.float32)
+        return align.rescale(a, self._crop_size, self.e2f.image_size)
 
     def prepare(self, track, beta_hat: np.ndarray, src_idx: np.ndarray, reference_frame: np.ndarray,
                 fps: float = 25.0, resume: bool = False) -> None:

@@ -65,8 +65,8 @@ class RefineTask(Task):
         if tc.val_every > 0 and n >= 2 * tc.val_every:
             held[tc.val_every - 1::tc.val_every] = True
         self.train_idx, self.val_idx = np.flatnonzero(~held), np.flatnonzero(held)
-        as_tensor = lambda a: torch.as_tensor(a)  # noqa: E731  (uint8 images stay uint8 in memory)
-        self.composite, self.target = as_tensor(pairs["composite"]), as_tensor(pairs["target"])
+        # uint8 images stay uint8 in memory; a batch becomes float when it is drawn
+        self.composite, self.target = torch.as_tensor(pairs["composite"]), torch.as_tensor(pairs["target"])
         self.region = torch.as_tensor(pairs["region"])
         self.models = {"refiner": Refiner(self.cfg).to(device)}
 
