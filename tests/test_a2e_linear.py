@@ -110,3 +110,45 @@ def test_linear_a2e_exports_to_onnx_and_runs_as_dub_runs_it(tmp_path):
     history = np.zeros((m.cfg.n_history, 4), np.float32)
     np.testing.assert_allclose(predict_expressions(onnx, feats, np.zeros(0), history),
                                predict_expressions(m, feats, np.zeros(0), history), atol=1e-4)
+
+
+def test_a_generic_prior_teaches_what_seconds_of_speech_cannot():
+    """Many speakers share most of the map from sound to mouth; a new one has a few seconds of speech."""
+    rng = np.random.default_rng(2)
+    m = _model()
+    shared = rng.standard_normal((2 * 6 * 5, 3))
+    own = shared + 0.3 * rng.standard_normal(shared.shape)  # this person's map: close to the shared one
+
+    def speech(n, w, noise=1.0):
+        feats = rng.standard_normal((2 * n, 6)).astype(np.float32)
+        with torch.no_grad():
+            x = m.design(torch.as_tensor(feats)).double().numpy()
+        return feats, x @ w + noise * rng.standard_normal((n, 3))
+
+    fit_linear(m, [_clip(*speech(2000, shared))])  # the generic model, from many speakers
+    prior = m.weights()[0].double().numpy()
+    test_feats, _ = speech(200, own)
+    with torch.no_grad():
+        truth = m.design(torch.as_tensor(test_feats)).double().numpy() @ own
+
+    def error(fit_clip, p):
+        fit = fit_linear(m, [fit_clip], prior=p)
+        with torch.no_grad():
+            pred = m(torch.as_tensor(test_feats)[None])[0].double().numpy()
+        return np.sqrt(((pred - pred.mean(0) - truth + truth.mean(0)) ** 2).mean()), fit
+
+    few = _clip(*speech(40, own))  # a few seconds
+    plain, fit_plain = error(few, None)
+    guided, fit_guided = error(few, prior)
+    assert fit_guided["prior"] == 1 and fit_plain["prior"] == 0
+    assert guided < 0.5 * plain, (guided, plain)
+
+    with torch.no_grad():
+        generic = np.sqrt(((m.design(torch.as_tensor(test_feats)).double().numpy() @ (prior - own)) ** 2).mean())
+    much = _clip(*speech(3000, own))  # minutes of this person move the fit from the generic map to theirs
+    moved, _ = error(much, prior)
+    assert moved < 0.3 * generic, (moved, generic)
+
+    wrong = _clip(*speech(400, -shared))  # a prior that does not fit this person is not kept
+    _, fit_wrong = error(wrong, prior)
+    assert fit_wrong["prior"] == 0, fit_wrong

@@ -105,3 +105,42 @@ def test_linear_a2e_that_learns_nothing_falls_back_to_a_transformer(tmp_path, ca
     log = [json.loads(line) for line in (model / "a2e" / "metrics.jsonl").read_text().splitlines()]
     assert config["model"]["kind"] == "transformer" and log[-1]["step"] > 1
     assert (model / "bank" / "config.json").is_file()
+
+
+def test_adapt_from_a_linear_generic_model(tmp_path, capfd):
+    """--init with a linear generic a2e: the video is cropped and tracked as the generic model's data
+    was, and the linear fit is shrunk toward the generic weights; where that still predicts nothing
+    (this tone), the transformer fallback starts afresh instead of failing to load linear weights."""
+    from conftest import make_tiny_dataset
+    from realtalk_cli.data.dataset import Dataset
+    from realtalk_cli.pipelines.adapt import adapt
+    from realtalk_cli.train.run import train
+
+    generic = tmp_path / "generic"
+    data = make_tiny_dataset(tmp_path / "many", n_clips=3, n_frames=80)  # 64 px crops
+    train("a2e", data.dir, generic / "a2e", config="adapt_cpu_linear", device="cpu")
+    video = make_face_video(tmp_path / "me.mp4", seconds=3.0)
+    model = adapt(video, AdaptOptions(minutes=0.05, cache=tmp_path / "cache", init=generic))
+    said = capfd.readouterr().err
+    assert said.index("fitting a2e (linear, closed form, toward --init)") < said.index("training a transformer"), said
+    (clip,) = Dataset.open(model.parent / "data").clips()
+    assert clip.crops(slice(0, 1)).shape[1] == 64 and clip.coeffs()["alpha"].shape == (2,)  # the generic's crops and face model
+    config = json.loads((model / "a2e" / "config.json").read_text())
+    assert config["model"]["kind"] == "transformer" and (model / "a2e" / "checkpoints").is_dir()
+
+
+def test_adapt_from_a_transformer_generic_model_fine_tunes_it(tmp_path, capfd):
+    """On a CPU the default a2e is linear; a transformer --init is fine-tuned as a transformer of its own size."""
+    from conftest import make_tiny_dataset
+    from realtalk_cli.pipelines.adapt import adapt
+    from realtalk_cli.train.run import train
+
+    generic = tmp_path / "generic"
+    data = make_tiny_dataset(tmp_path / "many", n_clips=2, n_frames=60)
+    train("a2e", data.dir, generic / "a2e", config="adapt_cpu_a2e", overrides={"trainer": {"steps": 2}, "model": {"d_model": 32}},
+          device="cpu")
+    model = adapt(make_face_video(tmp_path / "me.mp4", seconds=2.0), AdaptOptions(minutes=0.02, cache=tmp_path / "cache", init=generic))
+    said = capfd.readouterr().err
+    assert "linear" not in said and "training a2e for up to" in said, said
+    config = json.loads((model / "a2e" / "config.json").read_text())
+    assert config["model"]["kind"] == "transformer" and config["model"]["d_model"] == 32

@@ -267,6 +267,10 @@ class A2ELinear(nn.Module):
         x = self.frames(audio[None])[0]  # [2D, T + 2c]
         return x.unfold(1, 2 * self.cfg.context + 1, 1).permute(1, 0, 2).reshape(x.shape[1] - 2 * self.cfg.context, -1)
 
+    def weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(w, b) as `set_weights` takes them."""
+        return self.conv.weight.detach().reshape(self.cfg.n_exp, -1).T, self.conv.bias.detach()
+
     @torch.no_grad()
     def set_weights(self, w: torch.Tensor, b: torch.Tensor) -> None:
         """w [2 audio_dim (2c + 1), n_exp] and b [n_exp] as fitted on `design` rows."""

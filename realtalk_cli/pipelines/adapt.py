@@ -75,8 +75,11 @@ def stage_configs(options: AdaptOptions, device: torch.device) -> dict[str, Path
     """The config file each stage this renderer needs trains with (None: the paper defaults)."""
     defaults = DEFAULTS["cuda" if device.type == "cuda" else "cpu"]
     given = {"a2e": options.a2e_config, "e2f": options.e2f_config}
-    return {stage: config_path(given.get(stage) or defaults.get(stage)) if given.get(stage) or defaults.get(stage) else None
-            for stage in SHARE[options.renderer]}
+    configs = {stage: config_path(given.get(stage) or defaults.get(stage)) if given.get(stage) or defaults.get(stage) else None
+               for stage in SHARE[options.renderer]}
+    if options.init is not None:  # fine-tuning keeps the generic a2e's kind
+        configs["a2e"] = _init_model(Path(options.init) / "a2e", options.a2e_config, configs["a2e"])[1]
+    return configs
 
 
 def cache_key(video: Path, options: AdaptOptions, device: torch.device) -> str:
@@ -129,8 +132,9 @@ def adapt(video: str | os.PathLike, options: AdaptOptions | None = None, device:
     defaults = DEFAULTS["cuda" if device.type == "cuda" else "cpu"]
     minutes = options.minutes if options.minutes is not None else defaults["minutes"][options.renderer]
     config = PreprocessConfig(val_fraction=0.0)
-    if options.init is not None:
+    if options.init is not None:  # crops and coefficients as the generic model was trained on
         config.face_model = str(_face_model_source(Path(options.init)))
+        config.align = _init_align(Path(options.init))
     configs = stage_configs(options, device)
     root = (options.cache or cache_root()) / "adapt" / cache_key(video, options, device)
     data, model = root / "data", root / "model"
@@ -164,30 +168,59 @@ def adapt(video: str | os.PathLike, options: AdaptOptions | None = None, device:
                 else {"split_frames": 0.0})
         overrides = {"trainer": {"steps": 10**9, "max_minutes": minutes * share, "val_every": 0}, "task": task}
         init = Path(options.init) / stage if options.init is not None else None
-        fit = lambda config: train(stage, data, run, config=config, overrides=overrides, device=str(device),  # noqa: E731
-                                   resume=(run / "config.json").is_file(), init=init)
-        config, announced = configs[stage], False
+        config, announced, init_model = configs[stage], False, {}
+        if init is not None and stage == "a2e":  # fine-tuning keeps the generic model's architecture
+            init_model = _init_model(init, options.a2e_config, config)[0]
+
+        def fit(config, init):
+            train(stage, data, run, config=config, overrides={**overrides, **({"model": init_model} if init else {})},
+                  device=str(device), resume=(run / "config.json").is_file(), init=init)
+
         if _closed_form(config) and (run / "config.json").is_file() and not _closed_form(run / "config.json"):
-            config = config_path(FALLBACK[stage])  # an interrupted fallback (below) resumes as one
+            config, init = config_path(FALLBACK[stage]), None  # an interrupted fallback (below) resumes as one
         if _closed_form(config):
-            console.print(f"adapt: fitting {stage} (linear, closed form)")
-            fit(config)
-            if not _learned(run):
+            console.print(f"adapt: fitting {stage} (linear, closed form{', toward --init' if init else ''})")
+            fit(config, init)
+            if not _learned(run):  # the fallback starts afresh: a linear generic model cannot start a transformer
                 console.print(f"adapt: in cross-validation the linear {stage} predicts this video's mouth no better than a "
                               f"still one (too little speech?); training a transformer for up to {minutes * share:.1f} min "
                               "instead", soft_wrap=True, highlight=False)
                 shutil.rmtree(run)
-                config, announced = config_path(FALLBACK[stage]), True
+                config, announced, init = config_path(FALLBACK[stage]), True, None
         if not _closed_form(config):
             if not announced:
                 console.print(f"adapt: training {stage} for up to {minutes * share:.1f} min")
-            fit(config)
+            fit(config, init)
         (run / "adapt_done.json").write_text(json.dumps({"minutes": minutes * share}))
     with atomic_file(model / "avatar.json") as tmp:  # what `realtalk stream --avatar` plays
         tmp.write_text(json.dumps({"video": str(video.resolve())}))
     with atomic_file(model / "renderer.json") as tmp:
         tmp.write_text(json.dumps({"renderer": options.renderer}))
     return model
+
+
+def _init_model(init: Path, given: Path | None, config: Path | None) -> tuple[dict, Path | None]:
+    """The generic a2e's model settings, and the training config for its kind (unless one was given):
+    a linear generic model is the prior of a linear fit (train/a2e_task.py: fit_linear), a transformer
+    is fine-tuned as the device's transformer would be trained."""
+    from realtalk_cli.checkpoint import resolve_run
+    from realtalk_cli.fsutil import read_json
+
+    model = read_json(resolve_run(init) / "config.json", "--init model config").get("model", {})
+    if given is None and model.get("kind") == "linear":
+        config = config_path("adapt_cpu_linear")
+    elif given is None and _closed_form(config):
+        config = config_path(FALLBACK["a2e"])
+    return model, config
+
+
+def _init_align(init: Path):
+    """The crop settings the generic a2e's data was made with (its face model is for that crop size)."""
+    from realtalk_cli.checkpoint import resolve_run
+    from realtalk_cli.face.align import AlignConfig
+    from realtalk_cli.fsutil import read_json
+
+    return AlignConfig(**read_json(resolve_run(init / "a2e") / "config.json", "--init model config").get("align", {}))
 
 
 def _learned(run: Path, min_gain: float = 0.02) -> bool:

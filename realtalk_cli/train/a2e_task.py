@@ -184,10 +184,14 @@ RIDGE_LAMBDAS = 10.0 ** np.arange(0.0, 6.5, 0.5)  # candidates, on standardised 
 
 
 def fit_linear(model: A2ELinear, clips: list[ClipArrays], band_shifts: tuple[int, ...] = (), folds: int = 5,
-               metric: np.ndarray | None = None) -> dict[str, float]:
+               metric: np.ndarray | None = None, prior: np.ndarray | None = None) -> dict[str, float]:
     """Fit the ridge on every clip's valid training frames and their band-shifted copies; returns the
     chosen lambda and its cross-validated error per frame, measured as e' metric e for an expression
     error e (`mouth_metric`: the mouth's vertex error; default: the plain squared error).
+
+    lambda shrinks the weights toward `prior` (the weights of a generic model fitted on many speakers,
+    in this model's design layout), or toward zero: with a few seconds of speech the fit stays close
+    to what many speakers taught, and a minute moves it to this person.
 
     Only sums are kept per fold (X'X, X'Y, ...), so memory does not grow with the data. The folds are
     contiguous blocks in time (neighbouring frames are nearly equal, so random folds would reward
@@ -216,24 +220,29 @@ def fit_linear(model: A2ELinear, clips: list[ClipArrays], band_shifts: tuple[int
                     st["n"] += len(xf); st["sx"] += xf.sum(0); st["sy"] += yf.sum(0)
                     st["xx"] += xf.T @ xf; st["xy"] += xf.T @ yf; st["yy"] += yf.T @ yf
     metric = np.eye(model.cfg.n_exp) if metric is None else metric
+    # shrink toward zero, and toward the prior when there is one: cross-validation keeps the prior only
+    # where it predicts this person's mouth better (a generic model may not fit a voice or a face)
+    zero = np.zeros_like(train_sums[0]["xy"])
+    priors = [zero] if prior is None or not np.any(prior) else [zero, np.asarray(prior, np.float64)]
     total = {k: sum(st[k] for st in train_sums) for k in train_sums[0]}
-    errors, still = np.zeros(len(RIDGE_LAMBDAS)), 0.0  # still: predicting the training mean (w = 0)
+    errors, still = np.zeros(len(priors) * len(RIDGE_LAMBDAS)), 0.0  # still: predicting the training mean (w = 0)
     for held, st in zip(train_sums, real_sums):
         train = {k: total[k] - held[k] for k in total}
-        fits = _ridge(train, RIDGE_LAMBDAS) + [(np.zeros_like(train["xy"]), train["sy"] / train["n"])]
+        fits = _ridge(train, RIDGE_LAMBDAS, priors) + [(zero, train["sy"] / train["n"])]
         for i, (w, b) in enumerate(fits):  # sum of e e' over the held-out real frames
             cross = np.outer(w.T @ st["sx"], b) - w.T @ st["xy"] - np.outer(b, st["sy"])
             ee = w.T @ st["xx"] @ w + cross + cross.T + st["n"] * np.outer(b, b) + st["yy"]
-            if i < len(RIDGE_LAMBDAS):
+            if i < len(errors):
                 errors[i] += (metric * ee).sum()
             else:
                 still += (metric * ee).sum()
     best = int(np.argmin(errors))
-    w, b = _ridge(total, RIDGE_LAMBDAS[best : best + 1])[0]
+    which, lam = divmod(best, len(RIDGE_LAMBDAS))
+    w, b = _ridge(total, RIDGE_LAMBDAS[lam : lam + 1], priors[which : which + 1])[0]
     model.set_weights(torch.as_tensor(w), torch.as_tensor(b))
     # gain: the share of the still mouth's cross-validated error that the audio explains
-    return {"lambda": float(RIDGE_LAMBDAS[best]), "cv_mse": float(errors[best] / rows),
-            "cv_gain": float(1.0 - errors[best] / still)}
+    return {"lambda": float(RIDGE_LAMBDAS[lam]), "cv_mse": float(errors[best] / rows),
+            "cv_gain": float(1.0 - errors[best] / still), "prior": float(which)}
 
 
 def mouth_metric(face) -> np.ndarray:
@@ -243,17 +252,19 @@ def mouth_metric(face) -> np.ndarray:
     return basis @ basis.T
 
 
-def _ridge(st: dict, lambdas: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(W, b) minimising ||X W + b - Y||^2 + lambda ||W||^2 from the sums in `st`, for each lambda."""
+def _ridge(st: dict, lambdas: np.ndarray, priors: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(W, b) minimising ||X W + b - Y||^2 + lambda ||W - prior||^2 from the sums in `st`, for each prior
+    and each lambda (prior-major)."""
     mx, my = st["sx"] / st["n"], st["sy"] / st["n"]
     gram = st["xx"] - st["n"] * np.outer(mx, mx)
     cross = st["xy"] - st["n"] * np.outer(mx, my)
     e, q = np.linalg.eigh(gram)
-    qc = q.T @ cross
     out = []
-    for lam in lambdas:
-        w = q @ (qc / (np.maximum(e, 0.0) + lam)[:, None])
-        out.append((w, my - mx @ w))
+    for prior in priors:
+        qc = q.T @ (cross - gram @ prior)  # what the prior leaves unexplained
+        for lam in lambdas:
+            w = prior + q @ (qc / (np.maximum(e, 0.0) + lam)[:, None])
+            out.append((w, my - mx @ w))
     return out
 
 
@@ -346,8 +357,10 @@ class A2ETask(Task):
 
     def train_step(self, batch, trainer) -> dict[str, float]:
         if self.closed_form:
-            fit = fit_linear(unwrap(self.models["a2e"]), self.clips, self.tc.band_shifts, metric=mouth_metric(self.face))
-            return {"loss": fit["cv_mse"], "lambda": fit["lambda"], "cv_gain": fit["cv_gain"]}  # on the held-out CV blocks
+            model = unwrap(self.models["a2e"])  # zero weights, or a generic model's (--init): the fit's prior
+            fit = fit_linear(model, self.clips, self.tc.band_shifts, metric=mouth_metric(self.face),
+                             prior=model.weights()[0].double().cpu().numpy())
+            return {"loss": fit["cv_mse"], "lambda": fit["lambda"], "cv_gain": fit["cv_gain"], "prior": fit["prior"]}  # on the CV blocks
         return super().train_step(batch, trainer)
 
     def sample_batch(self, rng: np.random.Generator) -> dict[str, torch.Tensor] | None:
