@@ -78,7 +78,8 @@ def stage_configs(options: AdaptOptions, device: torch.device) -> dict[str, Path
     configs = {stage: config_path(given.get(stage) or defaults.get(stage)) if given.get(stage) or defaults.get(stage) else None
                for stage in SHARE[options.renderer]}
     if options.init is not None:  # fine-tuning keeps the generic a2e's kind
-        configs["a2e"] = _init_model(Path(options.init) / "a2e", options.a2e_config, configs["a2e"])[1]
+        kind = _init_config(Path(options.init)).get("model", {}).get("kind")
+        configs["a2e"] = _fine_tune_config(kind, options.a2e_config, configs["a2e"])
     return configs
 
 
@@ -120,6 +121,7 @@ def _complete(model: Path, minutes: float, renderer: str) -> bool:
 
 def adapt(video: str | os.PathLike, options: AdaptOptions | None = None, device: torch.device | str = "cpu") -> Path:
     """Make (or reuse) a person-specific model directory for `video`; returns its path."""
+    from realtalk_cli.face.align import AlignConfig
     from realtalk_cli.pipelines.preprocess import PreprocessConfig, preprocess_dataset
     from realtalk_cli.progress import progress
     from realtalk_cli.train.run import train
@@ -133,8 +135,8 @@ def adapt(video: str | os.PathLike, options: AdaptOptions | None = None, device:
     minutes = options.minutes if options.minutes is not None else defaults["minutes"][options.renderer]
     config = PreprocessConfig(val_fraction=0.0)
     if options.init is not None:  # crops and coefficients as the generic model was trained on
-        config.face_model = str(_face_model_source(Path(options.init)))
-        config.align = _init_align(Path(options.init))
+        config.face_model = str(_init_checkpoint(Path(options.init)))
+        config.align = AlignConfig(**_init_config(Path(options.init)).get("align", {}))
     configs = stage_configs(options, device)
     root = (options.cache or cache_root()) / "adapt" / cache_key(video, options, device)
     data, model = root / "data", root / "model"
@@ -170,7 +172,7 @@ def adapt(video: str | os.PathLike, options: AdaptOptions | None = None, device:
         init = Path(options.init) / stage if options.init is not None else None
         config, announced, init_model = configs[stage], False, {}
         if init is not None and stage == "a2e":  # fine-tuning keeps the generic model's architecture
-            init_model = _init_model(init, options.a2e_config, config)[0]
+            init_model = _init_config(Path(options.init)).get("model", {})
 
         def fit(config, init):
             train(stage, data, run, config=config, overrides={**overrides, **({"model": init_model} if init else {})},
@@ -199,28 +201,22 @@ def adapt(video: str | os.PathLike, options: AdaptOptions | None = None, device:
     return model
 
 
-def _init_model(init: Path, given: Path | None, config: Path | None) -> tuple[dict, Path | None]:
-    """The generic a2e's model settings, and the training config for its kind (unless one was given):
-    a linear generic model is the prior of a linear fit (train/a2e_task.py: fit_linear), a transformer
-    is fine-tuned as the device's transformer would be trained."""
-    from realtalk_cli.checkpoint import resolve_run
+def _fine_tune_config(kind: str | None, given: Path | None, config: Path | None) -> Path | None:
+    """The training config for a generic a2e of this kind (unless one was given): a linear generic model
+    is the prior of a linear fit (train/a2e_task.py: fit_linear), a transformer is fine-tuned as the
+    device's transformer would be trained."""
+    if given is None and kind == "linear":
+        return config_path("adapt_cpu_linear")
+    if given is None and _closed_form(config):
+        return config_path(FALLBACK["a2e"])
+    return config
+
+
+def _init_config(init: Path) -> dict:
+    """The generic a2e checkpoint's config: its model settings and the crop its data was made with."""
     from realtalk_cli.fsutil import read_json
 
-    model = read_json(resolve_run(init) / "config.json", "--init model config").get("model", {})
-    if given is None and model.get("kind") == "linear":
-        config = config_path("adapt_cpu_linear")
-    elif given is None and _closed_form(config):
-        config = config_path(FALLBACK["a2e"])
-    return model, config
-
-
-def _init_align(init: Path):
-    """The crop settings the generic a2e's data was made with (its face model is for that crop size)."""
-    from realtalk_cli.checkpoint import resolve_run
-    from realtalk_cli.face.align import AlignConfig
-    from realtalk_cli.fsutil import read_json
-
-    return AlignConfig(**read_json(resolve_run(init / "a2e") / "config.json", "--init model config").get("align", {}))
+    return read_json(_init_checkpoint(init) / "config.json", "--init model config")
 
 
 def _learned(run: Path, min_gain: float = 0.02) -> bool:
@@ -237,8 +233,8 @@ def _closed_form(config: Path | None) -> bool:
     return config is not None and read_json(config, "config file", UsageError).get("model", {}).get("kind") == "linear"
 
 
-def _face_model_source(init: Path) -> Path:
-    """The face model inside a generic model directory (its a2e checkpoint carries one)."""
+def _init_checkpoint(init: Path) -> Path:
+    """A generic model directory's a2e checkpoint (it carries the face model the video is tracked with)."""
     from realtalk_cli.checkpoint import resolve_run
 
     if not (init / "a2e").is_dir():
