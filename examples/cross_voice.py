@@ -13,7 +13,8 @@ them from the video it dubs). Also: the training part's mean expression, a const
 the ridge regression of docs/experiments/a2e.md (examples/a2e_eval.py) fitted on the training part
 and driven by the same audio.
 
-Metrics (realtalk_cli/eval/metrics.py): mouth-opening Pearson r, M-LMD (mean distance of the lip
+Metrics (realtalk_cli/eval/metrics.py): mouth-opening Pearson r with its 95% block-bootstrap
+interval (a held-out part of a few seconds pins r down only to +-0.1 or worse), M-LMD (mean distance of the lip
 landmarks, 256 px face crop), and lip motion in silent stretches (mean |change of mouth opening|
 per frame where the own audio is silent, eval's definition; the source's value is printed too).
 
@@ -65,6 +66,7 @@ def score(face, held, beta, silent) -> dict[str, float]:
     opening, lm = mouth(face, held.alpha, beta, held.rho)
     true_opening, true_lm = mouth(face, held.alpha, held.beta, held.rho)
     return {"mouth_r": M.correlation(opening[ok], true_opening[ok]),
+            "mouth_r_95": M.correlation_interval(opening[ok], true_opening[ok]),
             "m_lmd": M.lmd(lm[ok], true_lm[ok], M.MOUTH_POINTS),
             "silent_motion": M.silent_lip_motion(opening, silent & ok)["motion"]}
 
@@ -122,12 +124,13 @@ def table(paths: list[Path]) -> str:
         for ridge_kind in ("ridge", "ridge+norm"):  # deterministic: once per clip, from the baseline's file
             if variant == "a2e" and f"{ridge_kind}, own" in r["rows"]:
                 groups.setdefault((ridge_kind, clip), [{k: r["rows"][f"{ridge_kind}, {k}"] for k in TABLE_ROWS}])
-    head = ["variant", "clip", "seeds"] + [f"r {c}" for c in TABLE_ROWS] + ["M-LMD own", "M-LMD noise", "silent motion own (source)", "r own + gate"]
+    head = ["variant", "clip", "seeds"] + [f"r {c}" for c in TABLE_ROWS] + ["r own 95% (one seed)", "M-LMD own", "M-LMD noise", "silent motion own (source)", "r own + gate"]
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     mean = lambda rows, key, m: np.mean([r[key][m] if key in r else np.nan for r in rows])  # noqa: E731
     for (variant, clip), rows in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         cells = [variant, clip, str(len(rows))] + [f"{mean(rows, c, 'mouth_r'):.2f}" for c in TABLE_ROWS]
-        cells += [f"{mean(rows, 'own', 'm_lmd'):.2f}", f"{mean(rows, 'noise+reverb', 'm_lmd'):.2f}",
+        ci = rows[0]["own"].get("mouth_r_95") if len(rows) == 1 else None
+        cells += ["[{:.2f}, {:.2f}]".format(*ci) if ci else "-", f"{mean(rows, 'own', 'm_lmd'):.2f}", f"{mean(rows, 'noise+reverb', 'm_lmd'):.2f}",
                   f"{mean(rows, 'own', 'silent_motion'):.3f} ({mean(rows, 'source', 'silent_motion'):.3f})",
                   f"{mean(rows, 'own + gate', 'mouth_r'):.2f}"]
         out.append("| " + " | ".join(cells) + " |")
@@ -149,10 +152,11 @@ def main() -> None:
         ap.error("--a2e, --data and --heldout are needed (or --table)")
     result = run(a.a2e, a.data, a.heldout)
     print(f"{a.heldout.name}: {result['frames']} frames, {result['silent_frames']} silent")
-    print(f"{'condition':<24}{'mouth r':>9}{'M-LMD px':>10}{'silent motion':>15}")
+    print(f"{'condition':<24}{'mouth r':>9}{'(95%)':>16}{'M-LMD px':>10}{'silent motion':>15}")
     fmt = lambda v: "-" if v is None or not np.isfinite(v) else f"{v:.3f}"  # noqa: E731
     for name, m in result["rows"].items():
-        print(f"{name:<24}{fmt(m.get('mouth_r')):>9}{fmt(m.get('m_lmd')):>10}{fmt(m.get('silent_motion')):>15}")
+        ci = "[{}, {}]".format(*map(fmt, m["mouth_r_95"])) if "mouth_r_95" in m else "-"
+        print(f"{name:<24}{fmt(m.get('mouth_r')):>9}{ci:>16}{fmt(m.get('m_lmd')):>10}{fmt(m.get('silent_motion')):>15}")
     if a.json:
         a.json.write_text(json.dumps(result, indent=1))
 

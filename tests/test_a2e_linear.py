@@ -2,12 +2,15 @@
 closed-form fit recovers a linear map, and cross-validation regularises what audio cannot predict."""
 
 import json
+from functools import partial
 
 import numpy as np
+import pytest
 import torch
 
 from conftest import make_tiny_dataset
-from realtalk_cli.audio.augment import shift_bands
+from realtalk_cli.audio.augment import shift_bands, warp_bands
+from realtalk_cli.audio.features import mel_edges
 from realtalk_cli.inference.a2e import load_a2e
 from realtalk_cli.nets.a2e import A2EConfig, A2ELinear
 from realtalk_cli.train.a2e_task import RIDGE_LAMBDAS, ClipArrays, fit_linear
@@ -76,23 +79,42 @@ def test_shift_bands_moves_features_and_repeats_the_edges():
     assert shift_bands(f, 0) is f
 
 
-def test_band_shifts_make_the_fit_robust_to_a_voice_with_higher_formants():
-    """The mouth follows the energy of a narrow 'formant' band; another voice has it two bands higher."""
+@pytest.mark.parametrize("kind", ["bands", "warp"])
+def test_voice_variants_make_the_fit_robust_to_a_voice_with_higher_formants(kind):
+    """The mouth follows the energy of a narrow 'formant' band; another voice has it higher (two bands,
+    or 1.5 semitones: the band near 1.5 kHz moves 2.3 bands up, between two of the fitted warps)."""
     rng = np.random.default_rng(1)
-    m = _model(context=1, audio_dim=24, n_exp=1)
+    bands, formant = (24, 10) if kind == "bands" else (80, 36)
+    m = _model(context=1, audio_dim=bands, n_exp=1)
     n = 600
-    feats = 0.3 * rng.standard_normal((2 * n, 24)).astype(np.float32)
+    feats = 0.3 * rng.standard_normal((2 * n, bands)).astype(np.float32)
     level = np.repeat(np.clip(np.convolve(rng.standard_normal(n + 4), np.ones(5) / 5, "valid"), 0, None), 2)
-    feats[:, 10] += 3 * level
+    feats[:, formant] += 3 * level
     beta = level[::2, None]
-    other = shift_bands(feats, 2)  # the same speech, formant two bands up
+    if kind == "bands":
+        other, variants = shift_bands(feats, 2), [partial(shift_bands, k=k) for k in (-2, -1, 1, 2)]
+    else:
+        other, variants = warp_bands(feats, 1.5), [partial(warp_bands, semitones=s) for s in (-2, -1, 1, 2)]
     r = {}
-    for shifts in ((), (-2, -1, 1, 2)):
-        fit_linear(m, [_clip(feats, beta)], band_shifts=shifts)
+    for name, vs in (("plain", []), ("variants", variants)):
+        fit_linear(m, [_clip(feats, beta)], vs)
         with torch.no_grad():
             pred = m(torch.as_tensor(other)[None])[0].numpy()
-        r[shifts] = np.corrcoef(pred[:, 0], beta[:, 0])[0, 1]
-    assert r[(-2, -1, 1, 2)] > 0.8 and r[()] < 0.5, r
+        r[name] = np.corrcoef(pred[:, 0], beta[:, 0])[0, 1]
+    assert r["variants"] > 0.8 and r["plain"] < 0.5, r
+
+
+def test_warp_bands_moves_a_peak_by_its_frequency_ratio():
+    centres = mel_edges(80, 0.0, 8000.0)[1:-1]
+    for hz, st in ((500.0, 3.0), (1500.0, 3.0), (3000.0, -2.0)):
+        f = np.zeros((1, 80), np.float32)
+        f[0, np.argmin(abs(centres - hz))] = 1.0
+        moved = warp_bands(f, st)[0]
+        target = centres[np.argmin(abs(centres - hz))] * 2 ** (st / 12)
+        assert abs(centres[np.argmax(moved)] - target) <= np.diff(centres)[np.argmin(abs(centres - target))], (hz, st)
+    f = np.sin(np.arange(80) / 6.0 + np.arange(3)[:, None]).astype(np.float32)  # smooth spectra
+    assert warp_bands(f, 0) is f
+    assert np.abs(warp_bands(warp_bands(f, 1.0), -1.0) - f)[:, 5:75].max() < 0.02  # and back
 
 
 def test_linear_a2e_exports_to_onnx_and_runs_as_dub_runs_it(tmp_path):

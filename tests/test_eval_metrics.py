@@ -105,6 +105,24 @@ def test_mouth_opening_and_correlation():
     assert m.correlation(with_nan, np.sin(t)) == pytest.approx(1.0)
 
 
+def test_correlation_interval_is_as_wide_as_the_clip_is_short():
+    """A mouth curve and a noisy prediction of it: true r 0.6. Over 100 frames (4 s) the interval is
+    wide and holds r; over 2000 it is narrow; a smooth curve's frames are not independent, so its
+    interval is wider than one that treats them so (blocks of 1)."""
+    rng = np.random.default_rng(0)
+    smooth = lambda x: np.convolve(x, np.ones(5) / 5, "same")  # noqa: E731
+    truth = smooth(rng.standard_normal(2000))
+    pred = truth + smooth(rng.standard_normal(2000)) * 1.33 * truth.std() / smooth(rng.standard_normal(2000)).std()
+    lo, hi = m.correlation_interval(pred[:100], truth[:100])
+    assert lo < m.correlation(pred[:100], truth[:100]) < hi and hi - lo > 0.2
+    lo_long, hi_long = m.correlation_interval(pred, truth)
+    assert lo_long < m.correlation(pred, truth) < hi_long and hi_long - lo_long < 0.1
+    lo1, hi1 = m.correlation_interval(pred[:300], truth[:300], block=1)
+    lo25, hi25 = m.correlation_interval(pred[:300], truth[:300])
+    assert hi25 - lo25 > hi1 - lo1
+    assert all(np.isnan(m.correlation_interval(np.ones(10), np.arange(10))))
+
+
 def test_silence_and_silent_lip_motion():
     sr, fps = 16000, 25
     env = np.r_[np.ones(20), np.zeros(15), np.ones(2), np.zeros(2), np.ones(11)]  # 50 frames

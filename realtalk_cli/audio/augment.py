@@ -8,6 +8,10 @@ noise_reverb  a synthetic room (exponentially decaying noise tail after the dire
               pre-delay, so nothing moves earlier or later) plus white noise at a given SNR.
 shift_bands   features [n, bands] moved up or down by whole mel bands (edge bands repeated): a voice
               with its formants a little higher or lower, made in the feature domain, for free.
+warp_bands    log-mel features [n, bands] of the same voice with every frequency scaled by
+              2^(semitones / 12): what shift_bands approximates, exact at every band (a mel band
+              is 37 Hz wide below 1 kHz but 3.9% of its frequency above it, so one band shift is a
+              different warp at each height).
 
 Used to test an a2e on voices it never heard (examples/cross_voice.py).
 """
@@ -18,7 +22,7 @@ import numpy as np
 import soxr
 from scipy.signal import correlate, fftconvolve
 
-from realtalk_cli.audio.features import SAMPLE_RATE
+from realtalk_cli.audio.features import SAMPLE_RATE, hz_to_mel, mel_edges
 
 
 def time_stretch(wav: np.ndarray, factor: float, win: int = 512, tolerance: int = 160) -> np.ndarray:
@@ -77,3 +81,18 @@ def shift_bands(features: np.ndarray, k: int) -> np.ndarray:
         return features
     idx = np.clip(np.arange(features.shape[1]) - k, 0, features.shape[1] - 1)
     return features[:, idx]
+
+
+def warp_bands(features: np.ndarray, semitones: float, fmin: float = 0.0, fmax: float = 8000.0) -> np.ndarray:
+    """Log-mel features [n, bands] (bands spaced as audio/features.mel_filterbank) of a voice whose
+    spectrum sits `semitones` higher: band i reads the input at centre_i / 2^(semitones / 12), linearly
+    interpolated between bands, edge bands repeated."""
+    if semitones == 0:
+        return features
+    n = features.shape[1]
+    edges = hz_to_mel(mel_edges(n, fmin, fmax))
+    source = hz_to_mel(mel_edges(n, fmin, fmax)[1:-1] * 2.0 ** (-semitones / 12))
+    pos = np.clip((source - edges[0]) / (edges[1] - edges[0]) - 1, 0, n - 1)  # fractional band index
+    lo = np.minimum(np.floor(pos).astype(int), n - 2)
+    w = (pos - lo).astype(np.float32)
+    return features[:, lo] * (1 - w) + features[:, lo + 1] * w

@@ -52,19 +52,26 @@ class AudioFeatureConfig:
         return cls(**d)
 
 
+def hz_to_mel(f) -> np.ndarray:
+    """Slaney mel scale: linear below 1 kHz, logarithmic above (like librosa's default)."""
+    f = np.asarray(f, np.float64)
+    return np.where(f >= 1000, 15 + np.log(np.maximum(f, 1e-10) / 1000) / (np.log(6.4) / 27), f / (200.0 / 3))
+
+
+def mel_to_hz(m) -> np.ndarray:
+    m = np.asarray(m, np.float64)
+    return np.where(m >= 15, 1000 * np.exp((np.log(6.4) / 27) * (m - 15)), m * 200.0 / 3)
+
+
+def mel_edges(n_mels: int, fmin: float, fmax: float) -> np.ndarray:
+    """[n_mels + 2] Hz: band i rises from edge i, peaks at edge i + 1 (its centre), falls to edge i + 2."""
+    return mel_to_hz(np.linspace(hz_to_mel(fmin), hz_to_mel(fmax), n_mels + 2))
+
+
 def mel_filterbank(n_mels: int, n_fft: int, sr: int, fmin: float, fmax: float) -> np.ndarray:
     """Slaney-style triangular mel filters [n_mels, n_fft // 2 + 1], area-normalised (like librosa)."""
-    def hz_to_mel(f):
-        f = np.asarray(f, np.float64)
-        lin = f / (200.0 / 3)
-        return np.where(f >= 1000, 15 + np.log(np.maximum(f, 1e-10) / 1000) / (np.log(6.4) / 27), lin)
-
-    def mel_to_hz(m):
-        m = np.asarray(m, np.float64)
-        return np.where(m >= 15, 1000 * np.exp((np.log(6.4) / 27) * (m - 15)), m * 200.0 / 3)
-
     freqs = np.linspace(0, sr / 2, n_fft // 2 + 1)
-    edges = mel_to_hz(np.linspace(hz_to_mel(fmin), hz_to_mel(fmax), n_mels + 2))
+    edges = mel_edges(n_mels, fmin, fmax)
     lower = (freqs[None] - edges[:-2, None]) / (edges[1:-1] - edges[:-2])[:, None]
     upper = (edges[2:, None] - freqs[None]) / (edges[2:] - edges[1:-1])[:, None]
     fb = np.maximum(0, np.minimum(lower, upper)) * (2.0 / (edges[2:] - edges[:-2]))[:, None]

@@ -29,6 +29,8 @@ Landmarks (MediaPipe's 478-point topology, face/mediapipe_mesh.py)
 Audio-visual
   mouth_opening          mean distance between facing inner-lip points, crop pixels.
   correlation            Pearson r of two curves over frames where both are finite.
+  correlation_interval   95% interval of that r by a moving-block bootstrap: how far a short clip's r
+                         can be trusted (neighbouring frames are alike, so frames are resampled in blocks).
   silent_frames          frames whose speech RMS is SILENCE_DB below the loud level (see the function).
   silent_lip_motion      mouth movement inside silent stretches: lips should rest while nobody speaks.
 """
@@ -217,6 +219,27 @@ def correlation(a: np.ndarray, b: np.ndarray) -> float:
     if denom <= 1e-12:
         return float("nan")
     return float((a * b).sum() / denom)
+
+
+def correlation_interval(a: np.ndarray, b: np.ndarray, block: int = 25, reps: int = 2000,
+                         level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """(low, high) bootstrap interval of `correlation(a, b)`: the finite frames are resampled as
+    circular blocks of `block` frames (1 s at 25 fps: a mouth curve is correlated over a few frames,
+    so resampling single frames would make the interval far too narrow). nan when r is undefined."""
+    n = min(len(a), len(b))
+    a, b = np.asarray(a[:n], np.float64), np.asarray(b[:n], np.float64)
+    ok = np.isfinite(a) & np.isfinite(b)
+    a, b = a[ok], b[ok]
+    if len(a) < 3 or not np.isfinite(correlation(a, b)):
+        return float("nan"), float("nan")
+    block = max(1, min(block, len(a)))
+    starts = np.random.default_rng(seed).integers(0, len(a), (reps, -(-len(a) // block)))
+    idx = ((starts[:, :, None] + np.arange(block)) % len(a)).reshape(reps, -1)[:, :len(a)]
+    x, y = a[idx] - a[idx].mean(1, keepdims=True), b[idx] - b[idx].mean(1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = (x * y).sum(1) / np.sqrt((x * x).sum(1) * (y * y).sum(1))
+    r = r[np.isfinite(r)]
+    return float(np.quantile(r, (1 - level) / 2)), float(np.quantile(r, (1 + level) / 2))
 
 
 def frame_rms(audio: np.ndarray, n_frames: int, sr: int = 16000, fps: float = 25.0) -> np.ndarray:

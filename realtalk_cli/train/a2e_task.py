@@ -23,12 +23,13 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Callable
+from functools import partial
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
-from realtalk_cli.audio.augment import shift_bands
+from realtalk_cli.audio.augment import shift_bands, warp_bands
 from realtalk_cli.data.dataset import Dataset
 from realtalk_cli.errors import RealtalkError, UsageError
 from realtalk_cli.nets.a2e import A2EConfig, A2ELinear, A2ETransformer, build_a2e
@@ -54,8 +55,10 @@ class A2ETaskConfig:
     augment_semitones: tuple[float, ...] = (-4.0, -2.0, 2.0, 4.0)
     augment_snr_db: tuple[float, ...] = (10.0, 20.0)
     # linear a2e: the fit also sees every frame with its features moved by these many mel bands
-    # (audio/augment.shift_bands), so other voices' formants land where the speaker's were
+    # (audio/augment.shift_bands), and with its spectrum warped by these many semitones (warp_bands),
+    # so other voices' formants land where the speaker's were (mel features only)
     band_shifts: tuple[int, ...] = ()
+    warp_semitones: tuple[float, ...] = ()
 
 
 def default_config() -> dict:
@@ -183,9 +186,10 @@ def evaluate_heldout(face, clips: list[ClipArrays], predict: Callable[[ClipArray
 RIDGE_LAMBDAS = 10.0 ** np.arange(0.0, 6.5, 0.5)  # candidates, on standardised features
 
 
-def fit_linear(model: A2ELinear, clips: list[ClipArrays], band_shifts: tuple[int, ...] = (), folds: int = 5,
-               metric: np.ndarray | None = None, prior: np.ndarray | None = None) -> dict[str, float]:
-    """Fit the ridge on every clip's valid training frames and their band-shifted copies; returns the
+def fit_linear(model: A2ELinear, clips: list[ClipArrays], variants: Sequence[Callable[[np.ndarray], np.ndarray]] = (),
+               folds: int = 5, metric: np.ndarray | None = None, prior: np.ndarray | None = None) -> dict[str, float]:
+    """Fit the ridge on every clip's valid training frames and on copies of them whose features went
+    through each of `variants` (other voices made in the feature domain: band shifts, warps); returns the
     chosen lambda and its cross-validated error per frame, measured as e' metric e for an expression
     error e (`mouth_metric`: the mouth's vertex error; default: the plain squared error).
 
@@ -210,12 +214,13 @@ def fit_linear(model: A2ELinear, clips: list[ClipArrays], band_shifts: tuple[int
         y = c.beta[lo:hi][keep].astype(np.float64)
         fold = (folds * (seen + np.arange(len(y)))) // rows
         seen += len(y)
-        for shift in (0, *band_shifts):
+        for v, variant in enumerate((None, *variants)):
+            feats = c.features if variant is None else variant(c.features)
             with torch.no_grad():
-                x = model.design(torch.as_tensor(shift_bands(c.features, shift), dtype=torch.float32)).double().numpy()
+                x = model.design(torch.as_tensor(feats, dtype=torch.float32)).double().numpy()
             x = x[lo:hi][keep]
             for f in np.unique(fold):
-                for sums in (train_sums, real_sums) if shift == 0 else (train_sums,):
+                for sums in (train_sums, real_sums) if v == 0 else (train_sums,):
                     xf, yf, st = x[fold == f], y[fold == f], sums[f]
                     st["n"] += len(xf); st["sx"] += xf.sum(0); st["sy"] += yf.sum(0)
                     st["xx"] += xf.T @ xf; st["xy"] += xf.T @ yf; st["yy"] += yf.T @ yf
@@ -278,7 +283,8 @@ class A2ETask(Task):
         self.tc = A2ETaskConfig(**{**tc, "betas": tuple(tc.get("betas", (0.95, 0.999))),
                                    "augment_semitones": tuple(tc.get("augment_semitones", A2ETaskConfig.augment_semitones)),
                                    "augment_snr_db": tuple(tc.get("augment_snr_db", A2ETaskConfig.augment_snr_db)),
-                                   "band_shifts": tuple(tc.get("band_shifts", ()))})
+                                   "band_shifts": tuple(tc.get("band_shifts", ())),
+                                   "warp_semitones": tuple(tc.get("warp_semitones", ()))})
         self.ds = Dataset.open(data)
         self.face = self.ds.face_model.to(device).eval()
         self.clips = load_clips(self.ds, self.tc.split_frames, self.tc.split_end)
@@ -327,6 +333,17 @@ class A2ETask(Task):
         alter += [lambda x, r=r: noise_reverb(x, snr_db=r, seed=int(r)) for r in self.tc.augment_snr_db]
         return [[front(f(audio[c.name]), n=len(c.features)) for c in self.clips] for f in alter]
 
+    def _voice_variants(self) -> list[Callable[[np.ndarray], np.ndarray]]:
+        """The linear fit's feature-domain voices: band shifts and spectral warps of the mel features."""
+        variants = [partial(shift_bands, k=k) for k in self.tc.band_shifts]
+        if self.tc.warp_semitones:
+            mel = self.ds.config["features"]
+            if mel.get("kind") != "mel":
+                raise UsageError(f"task.warp_semitones needs mel features, but {self.ds.dir} has {mel.get('kind')} features "
+                                 "(set task.warp_semitones to [] in the config)")
+            variants += [partial(warp_bands, semitones=s, fmin=mel["fmin"], fmax=mel["fmax"]) for s in self.tc.warp_semitones]
+        return variants
+
     @staticmethod
     def _normalize(c: ClipArrays, features: np.ndarray) -> np.ndarray:
         lo, hi = c.train if c.train is not None else (0, len(c.beta))
@@ -358,7 +375,7 @@ class A2ETask(Task):
     def train_step(self, batch, trainer) -> dict[str, float]:
         if self.closed_form:
             model = unwrap(self.models["a2e"])  # zero weights, or a generic model's (--init): the fit's prior
-            fit = fit_linear(model, self.clips, self.tc.band_shifts, metric=mouth_metric(self.face),
+            fit = fit_linear(model, self.clips, self._voice_variants(), metric=mouth_metric(self.face),
                              prior=model.weights()[0].double().cpu().numpy())
             return {"loss": fit["cv_mse"], "lambda": fit["lambda"], "cv_gain": fit["cv_gain"], "prior": fit["prior"]}  # on the CV blocks
         return super().train_step(batch, trainer)
