@@ -80,7 +80,9 @@ def preprocess(
     face_index: Optional[int] = typer.Option(None, "--face-index", help="Speaker: the i-th face from the left."),
     bbox: Optional[str] = typer.Option(None, "--bbox", help="Speaker: the face in x0,y0,x1,y1 (source pixels)."),
     crop_size: int = typer.Option(256, "--crop-size", min=32, help="Side of the square face crops, pixels."),
-    features: str = typer.Option("mel", "--features", help="Audio features: mel (built in) or hubert."),
+    features: str = typer.Option("mel", "--features", help="Audio features: mel (built in), mel+phones (mel beside phone "
+                                 "posteriors of the en-us acoustic model in the pocketsphinx package: follows other voices "
+                                 "better; what --adapt uses on a CPU) or hubert."),
     hubert: Optional[str] = typer.Option(None, "--hubert", help="HuBERT model: a local directory (save_pretrained); nothing is downloaded."),
     hubert_layer: int = typer.Option(-1, "--hubert-layer", help="HuBERT hidden layer to use (-1: last)."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Try videos that failed before again."),
@@ -97,7 +99,7 @@ def preprocess(
     if not 0 <= val_fraction < 1:
         raise UsageError(f"--val-fraction {val_fraction:g}: expected a share from 0 up to (not including) 1")
     if features not in KINDS:
-        raise UsageError(f"--features {features!r}: expected {' or '.join(KINDS)}")
+        raise UsageError(f"--features {features!r}: expected {', '.join(KINDS)}")
     config = pp.PreprocessConfig(
         align=AlignConfig(crop_size=crop_size), tracker=TrackerConfig(face_index=face_index, bbox=cli_args.parse_bbox(bbox)),
         features=AudioFeatureConfig(kind=features, hubert=hubert or "", layer=hubert_layer), face_model=face_model,

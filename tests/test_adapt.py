@@ -43,8 +43,13 @@ def test_dub_without_checkpoint_adapts_then_reuses_cache(tmp_path, renderer):
     assert (model / "e2f").is_dir() == (renderer == "fia")
     assert json.loads((model / "renderer.json").read_text()) == {"renderer": renderer}
     # the linear a2e, or (this tone says nothing about the mouth) the transformer it falls back to, said so
-    kind = json.loads((model / "a2e" / "config.json").read_text())["model"]["kind"]
+    a2e = json.loads((model / "a2e" / "config.json").read_text())
+    kind = a2e["model"]["kind"]
     assert kind == "linear" or (kind == "transformer" and "training a transformer" in r.stderr), (kind, r.stderr)
+    # on a CPU the video is heard as mel + phone posteriors, and the dub hears the new speech the same way
+    from realtalk_cli.inference.a2e import load_a2e
+
+    assert load_a2e(model / "a2e")[1]["audio"]["kind"] == "mel+phones" and a2e["model"]["audio_dim"] == 80 + 42
     t0 = time.perf_counter()
     r = subprocess.run([sys.executable, "-m", "realtalk_cli", "--quiet", *map(str, args), "--adapt", "-o", str(tmp_path / "b.mp4")],
                        capture_output=True, text=True)
@@ -125,6 +130,7 @@ def test_adapt_from_a_linear_generic_model(tmp_path, capfd):
     assert said.index("fitting a2e (linear, closed form, toward --init)") < said.index("training a transformer"), said
     (clip,) = Dataset.open(model.parent / "data").clips()
     assert clip.crops(slice(0, 1)).shape[1] == 64 and clip.coeffs()["alpha"].shape == (2,)  # the generic's crops and face model
+    assert clip.audio_features().shape[1] == data.clips()[0].audio_features().shape[1] == 80  # and its front end (mel)
     config = json.loads((model / "a2e" / "config.json").read_text())
     assert config["model"]["kind"] == "transformer" and (model / "a2e" / "checkpoints").is_dir()
 

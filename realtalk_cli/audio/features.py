@@ -1,4 +1,5 @@
-"""Audio features at 50 Hz, two per 25 fps video frame: built-in log-mel or HuBERT (transformers).
+"""Audio features at 50 Hz, two per 25 fps video frame: built-in log-mel, log-mel beside phone
+posteriors from a Sphinx acoustic model (`mel+phones`, audio/phones.py), or HuBERT (transformers).
 
 Alignment rule (the same for both kinds): feature i describes the 20 ms hop interval of samples
 [320 i, 320 (i + 1)) at 16 kHz; its analysis window is centred on that interval (mel: a 640-sample
@@ -27,17 +28,18 @@ SAMPLE_RATE = 16000
 HOP = 320  # 20 ms: 50 features per second
 FEATURES_PER_FRAME = 2  # at 25 fps video
 DERIVED = ("dim", "rate_hz", "sample_rate")
-KINDS = ("mel", "hubert")
+KINDS = ("mel", "mel+phones", "hubert")
 
 
 @dataclass
 class AudioFeatureConfig:
-    kind: str = "mel"  # "mel" (built in, no weights) or "hubert"
+    kind: str = "mel"  # "mel" (built in, no weights), "mel+phones" (+ Sphinx phone posteriors) or "hubert"
     n_mels: int = 80
     win: int = 640  # mel analysis window, samples (40 ms)
     fmin: float = 0.0
     fmax: float = 8000.0
     hubert: str = ""  # local directory of a transformers HubertModel (never downloaded)
+    phones: str = ""  # mel+phones: Sphinx acoustic model directory; "" = the en-us model of the pocketsphinx package
     layer: int = -1  # hidden state to use (0 = CNN features after projection, -1 = last layer)
     normalize: bool | None = None  # zero-mean/unit-var input; None: as the model's preprocessor_config says
     chunk_seconds: float = 30.0
@@ -86,12 +88,18 @@ class AudioFrontEnd:
         self.config = AudioFeatureConfig.from_dict(config) if isinstance(config, dict) else config
         self.device = torch.device(device)
         c = self.config
-        if c.kind == "mel":
+        self._phones = None
+        if c.kind in ("mel", "mel+phones"):
             self.left_pad, self.extra = (c.win - HOP) // 2, c.win - HOP
             self.context = 0
             self._fb = torch.from_numpy(mel_filterbank(c.n_mels, c.win, SAMPLE_RATE, c.fmin, c.fmax)).to(self.device)
             self._window = torch.hann_window(c.win, periodic=True, device=self.device)
             self.dim = c.n_mels
+            if c.kind == "mel+phones":
+                from realtalk_cli.audio.phones import SphinxPhoneModel
+
+                self._phones = SphinxPhoneModel(c.phones or None)
+                self.dim += len(self._phones.phones)
         elif c.kind == "hubert":
             self._load_hubert()
         else:
@@ -147,12 +155,15 @@ class AudioFrontEnd:
             c0, c1 = max(0, i0 - self.context), min(n, i1 + self.context)
             feats = self._features(torch.from_numpy(padded[HOP * c0:HOP * c1 + self.extra]).to(self.device))
             out.append(feats[i0 - c0:i1 - c0])
+        if self._phones is not None:  # over the whole utterance: the acoustic model's CMN needs it
+            out = [np.concatenate(out), self._phones.features(wav, n)]
+            return np.concatenate(out, 1).astype(np.float32)
         return np.concatenate(out).astype(np.float32)
 
     @torch.no_grad()
     def _features(self, segment: torch.Tensor) -> np.ndarray:
         """Exactly len(segment - extra) / HOP features of one padded segment."""
-        if self.config.kind == "mel":
+        if self.config.kind != "hubert":
             spec = torch.stft(segment, n_fft=self.config.win, hop_length=HOP, window=self._window,
                               center=False, return_complex=True)
             power = spec.abs().pow(2)  # [freq, frames]

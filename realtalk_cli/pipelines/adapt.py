@@ -36,12 +36,13 @@ import hashlib
 import json
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from realtalk_cli.audio.features import AudioFeatureConfig
 from realtalk_cli.configs import config_path
 from realtalk_cli.errors import RealtalkError, UsageError
 from realtalk_cli.fsutil import atomic_file, cache_root, content_key, require_file
@@ -51,8 +52,9 @@ from realtalk_cli.progress import console
 # paper's on a GPU; the training budget (minutes) depends on the renderer (the frame bank trains only the
 # a2e) and binds only stages trained by gradient descent
 DEFAULTS = {
-    "cpu": {"minutes": {"bank": 3.0, "bank+fia": 6.0, "fia": 15.0}, "a2e": "adapt_cpu_linear", "e2f": "adapt_cpu_e2f"},
-    "cuda": {"minutes": {"bank": 5.0, "bank+fia": 10.0, "fia": 30.0}, "a2e": None, "e2f": None},
+    "cpu": {"minutes": {"bank": 3.0, "bank+fia": 6.0, "fia": 15.0}, "a2e": "adapt_cpu_linear", "e2f": "adapt_cpu_e2f",
+            "features": "mel+phones"},  # phone posteriors beside the mel: the linear a2e follows other voices better (sync.md, 7)
+    "cuda": {"minutes": {"bank": 5.0, "bank+fia": 10.0, "fia": 30.0}, "a2e": None, "e2f": None, "features": "mel"},
 }
 SHARE = {"bank": {"a2e": 1.0}, "bank+fia": {"a2e": 0.5, "refine": 0.5}, "fia": {"a2e": 0.25, "e2f": 0.75}}  # of the budget
 BANKED = ("bank", "bank+fia")  # renderers that dub from the frame bank
@@ -93,9 +95,18 @@ def cache_key(video: Path, options: AdaptOptions, device: torch.device) -> str:
         "configs": {stage: f and f.read_text() for stage, f in stage_configs(options, device).items()},
         "fallbacks": {stage: config_path(name).read_text() for stage, name in FALLBACK.items()},
         "init": _init_fingerprint(Path(options.init)) if options.init is not None else None,
+        "features": asdict(audio_features(options, device)),
         "dataset_version": VERSION,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def audio_features(options: AdaptOptions, device: torch.device) -> AudioFeatureConfig:
+    """The audio front end the video is preprocessed with: the generic model's with --init (its a2e
+    hears only those), otherwise the device's default."""
+    if options.init is not None:
+        return AudioFeatureConfig.from_dict(_init_config(Path(options.init)).get("audio", {}))
+    return AudioFeatureConfig(kind=DEFAULTS["cuda" if device.type == "cuda" else "cpu"]["features"])
 
 
 def _init_fingerprint(init: Path) -> list:
@@ -133,7 +144,7 @@ def adapt(video: str | os.PathLike, options: AdaptOptions | None = None, device:
         raise UsageError(f"--renderer {options.renderer!r}: expected {' or '.join(SHARE)}")
     defaults = DEFAULTS["cuda" if device.type == "cuda" else "cpu"]
     minutes = options.minutes if options.minutes is not None else defaults["minutes"][options.renderer]
-    config = PreprocessConfig(val_fraction=0.0)
+    config = PreprocessConfig(val_fraction=0.0, features=audio_features(options, device))
     if options.init is not None:  # crops and coefficients as the generic model was trained on
         config.face_model = str(_init_checkpoint(Path(options.init)))
         config.align = AlignConfig(**_init_config(Path(options.init)).get("align", {}))

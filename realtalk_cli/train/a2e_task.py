@@ -250,6 +250,12 @@ def fit_linear(model: A2ELinear, clips: list[ClipArrays], variants: Sequence[Cal
             "cv_gain": float(1.0 - errors[best] / still), "prior": float(which)}
 
 
+def _warp_mel(features: np.ndarray, semitones: float, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
+    """warp_bands on the mel part (the first n_mels columns); phone posteriors beside it stay as they are."""
+    mel = warp_bands(features[:, :n_mels], semitones, fmin, fmax)
+    return mel if features.shape[1] == n_mels else np.concatenate([mel, features[:, n_mels:]], 1)
+
+
 def mouth_metric(face) -> np.ndarray:
     """[n_exp, n_exp] M with e' M e = squared displacement of the mouth-region vertices (unposed) that
     an expression error e causes: what lip sync cares about, unlike the eyes and brows in beta."""
@@ -338,10 +344,11 @@ class A2ETask(Task):
         variants = [partial(shift_bands, k=k) for k in self.tc.band_shifts]
         if self.tc.warp_semitones:
             mel = self.ds.config["features"]
-            if mel.get("kind") != "mel":
+            if mel.get("kind") not in ("mel", "mel+phones"):
                 raise UsageError(f"task.warp_semitones needs mel features, but {self.ds.dir} has {mel.get('kind')} features "
                                  "(set task.warp_semitones to [] in the config)")
-            variants += [partial(warp_bands, semitones=s, fmin=mel["fmin"], fmax=mel["fmax"]) for s in self.tc.warp_semitones]
+            variants += [partial(_warp_mel, semitones=s, n_mels=mel["n_mels"], fmin=mel["fmin"], fmax=mel["fmax"])
+                         for s in self.tc.warp_semitones]
         return variants
 
     @staticmethod
