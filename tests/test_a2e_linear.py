@@ -174,3 +174,16 @@ def test_a_generic_prior_teaches_what_seconds_of_speech_cannot():
     wrong = _clip(*speech(400, -shared))  # a prior that does not fit this person is not kept
     _, fit_wrong = error(wrong, prior)
     assert fit_wrong["prior"] == 0, fit_wrong
+
+
+def test_voice_variants_change_the_mel_part_only(tmp_path):
+    """With mel+phones features a warped copy is another voice saying the same phones: the 80 mel
+    columns are warped, the phone posteriors beside them are kept."""
+    from realtalk_cli.train.a2e_task import _on_mel
+
+    rng = np.random.default_rng(0)
+    f = rng.standard_normal((6, 80 + 42)).astype(np.float32)
+    out = _on_mel(f, partial(warp_bands, semitones=2.0), n_mels=80)
+    np.testing.assert_array_equal(out[:, 80:], f[:, 80:])
+    np.testing.assert_allclose(out[:, :80], warp_bands(f[:, :80], 2.0))
+    assert _on_mel(f[:, :80], partial(shift_bands, k=1), n_mels=80).shape == (6, 80)

@@ -90,8 +90,8 @@ def warp_bands(features: np.ndarray, semitones: float, fmin: float = 0.0, fmax: 
     if semitones == 0:
         return features
     n = features.shape[1]
-    edges = hz_to_mel(mel_edges(n, fmin, fmax))
-    source = hz_to_mel(mel_edges(n, fmin, fmax)[1:-1] * 2.0 ** (-semitones / 12))
+    hz = mel_edges(n, fmin, fmax)
+    edges, source = hz_to_mel(hz), hz_to_mel(hz[1:-1] * 2.0 ** (-semitones / 12))
     pos = np.clip((source - edges[0]) / (edges[1] - edges[0]) - 1, 0, n - 1)  # fractional band index
     lo = np.minimum(np.floor(pos).astype(int), n - 2)
     w = (pos - lo).astype(np.float32)

@@ -22,8 +22,8 @@ with the history drawn from the training frames of the same clip.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from pathlib import Path
 from functools import partial
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -250,9 +250,9 @@ def fit_linear(model: A2ELinear, clips: list[ClipArrays], variants: Sequence[Cal
             "cv_gain": float(1.0 - errors[best] / still), "prior": float(which)}
 
 
-def _warp_mel(features: np.ndarray, semitones: float, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
-    """warp_bands on the mel part (the first n_mels columns); phone posteriors beside it stay as they are."""
-    mel = warp_bands(features[:, :n_mels], semitones, fmin, fmax)
+def _on_mel(features: np.ndarray, transform: Callable[[np.ndarray], np.ndarray], n_mels: int) -> np.ndarray:
+    """`transform` of the mel part (the first n_mels columns); phone posteriors beside it stay as they are."""
+    mel = transform(features[:, :n_mels])
     return mel if features.shape[1] == n_mels else np.concatenate([mel, features[:, n_mels:]], 1)
 
 
@@ -341,15 +341,15 @@ class A2ETask(Task):
 
     def _voice_variants(self) -> list[Callable[[np.ndarray], np.ndarray]]:
         """The linear fit's feature-domain voices: band shifts and spectral warps of the mel features."""
+        if not (self.tc.band_shifts or self.tc.warp_semitones):
+            return []
+        mel = self.ds.config["features"]
+        if mel.get("kind") not in ("mel", "mel+phones"):
+            raise UsageError(f"task.band_shifts and task.warp_semitones need mel features, but {self.ds.dir} has "
+                             f"{mel.get('kind')} features (set both to [] in the config)")
         variants = [partial(shift_bands, k=k) for k in self.tc.band_shifts]
-        if self.tc.warp_semitones:
-            mel = self.ds.config["features"]
-            if mel.get("kind") not in ("mel", "mel+phones"):
-                raise UsageError(f"task.warp_semitones needs mel features, but {self.ds.dir} has {mel.get('kind')} features "
-                                 "(set task.warp_semitones to [] in the config)")
-            variants += [partial(_warp_mel, semitones=s, n_mels=mel["n_mels"], fmin=mel["fmin"], fmax=mel["fmax"])
-                         for s in self.tc.warp_semitones]
-        return variants
+        variants += [partial(warp_bands, semitones=s, fmin=mel["fmin"], fmax=mel["fmax"]) for s in self.tc.warp_semitones]
+        return [partial(_on_mel, transform=v, n_mels=mel["n_mels"]) for v in variants]
 
     @staticmethod
     def _normalize(c: ClipArrays, features: np.ndarray) -> np.ndarray:
