@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 from scipy.fft import dct
 
+from realtalk_cli.audio.features import HOP as FEATURE_HOP
 from realtalk_cli.errors import RealtalkError
 
 SAMPLE_RATE, HOP, WINDOW, NFFT = 16000, 160, 410, 512  # Sphinx defaults at 16 kHz: 100 frames/s, 25.6 ms
@@ -50,7 +51,7 @@ class SphinxPhoneModel:
         self.dir = Path(directory) if directory else default_model_dir()
         try:
             params = self._params(self.dir / "feat.params")
-            self.means, self.vars = (_read_gaussians(self.dir / name) for name in ("means", "variances"))
+            self.means, variances = (_read_gaussians(self.dir / name) for name in ("means", "variances"))
             self.phones, n_states, n_ci_senones = _read_mdef(self.dir / "mdef")
             weights = _read_sendump(self.dir / "sendump")  # [streams, densities, senones]
         except (OSError, ValueError, struct.error) as e:
@@ -63,9 +64,11 @@ class SphinxPhoneModel:
         raw = weights[:, :, :n_ci_senones].astype(np.float64)
         scale = _weight_scale(weights)
         self.log_w = (-scale * raw).reshape(S, K, P, n_states).transpose(2, 3, 0, 1)  # [P, states, S, K]
-        var = np.maximum(self.vars, 1e-2)  # unused densities have zero variance
-        self.prec = 1.0 / var
-        self.const = -0.5 * (self.means ** 2 * self.prec + np.log(2 * np.pi * var)).sum(-1)  # [P, S, K]
+        # log N(x; mu, var) = -x^2/2 . 1/var + x . mu/var + const: two matrix products per stream, [S, D, P K]
+        var = np.maximum(variances, 1e-2)  # unused densities have zero variance
+        self.prec = (1.0 / var).transpose(1, 3, 0, 2).reshape(S, D, P * K)
+        self.lin = (self.means / var).transpose(1, 3, 0, 2).reshape(S, D, P * K)
+        self.const = -0.5 * (self.means ** 2 / var + np.log(2 * np.pi * var)).sum(-1)  # [P, S, K]
         self.lowerf, self.upperf = float(params.get("lowerf", 130)), float(params.get("upperf", 6800))
         self.nfilt, self.lifter = int(params.get("nfilt", 25)), int(params.get("lifter", 22))
         self.n_cep = D
@@ -106,14 +109,11 @@ class SphinxPhoneModel:
 
     def score(self, streams: np.ndarray) -> np.ndarray:
         """Phone posteriors [frames, phones] of feature streams [frames, 3, 13]."""
-        P, S, K, D = self.means.shape
-        # log N(x; mu, var) = -x^2/2 . 1/var + x . mu/var + const: two matrix products per stream
-        prec = self.prec.transpose(1, 3, 0, 2).reshape(S, D, P * K)
-        lin = (self.means * self.prec).transpose(1, 3, 0, 2).reshape(S, D, P * K)
+        P, S, K, _ = self.means.shape
         out = np.zeros((len(streams), P))
         for t0 in range(0, len(streams), SCORE_CHUNK):
             x = streams[t0:t0 + SCORE_CHUNK]
-            dens = np.stack([(-0.5 * x[:, f] ** 2) @ prec[f] + x[:, f] @ lin[f] for f in range(S)], 1)
+            dens = np.stack([(-0.5 * x[:, f] ** 2) @ self.prec[f] + x[:, f] @ self.lin[f] for f in range(S)], 1)
             dens = dens.reshape(len(x), S, P, K).transpose(0, 2, 1, 3) + self.const[None]  # [n, P, S, K] log N
             state = np.stack([_logsumexp(dens + self.log_w[None, :, j], -1).sum(-1) for j in range(self.n_states)], -1)
             score = state.max(-1)  # [n, P]: each phone's best state
@@ -124,7 +124,7 @@ class SphinxPhoneModel:
     def features(self, wav: np.ndarray, n: int | None = None) -> np.ndarray:
         """[n, phones] at 50 Hz (n defaults to ceil(len / 320)), aligned as audio/features.py."""
         wav = np.asarray(wav, np.float32).reshape(-1)
-        n = math.ceil(len(wav) / 320) if n is None else int(n)
+        n = math.ceil(len(wav) / FEATURE_HOP) if n is None else int(n)
         post = self.posteriors(wav)
         if len(post) == 0:
             post = np.full((1, len(self.phones)), 1.0 / len(self.phones))
