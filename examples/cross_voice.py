@@ -20,6 +20,16 @@ per frame where the own audio is silent, eval's definition; the source's value i
 
     OMP_NUM_THREADS=1 python examples/cross_voice.py --a2e RUN/a2e --data DATASET_OF_FIRST_80 \\
         --heldout LAST_20.mp4 [--json out.json]
+
+Rotation (cross-fitting): a few seconds held out pin r down to +-0.15 at best. With --rotate K on a
+dataset of the whole clip, K a2e models are trained (`realtalk train --stage a2e`, task.holdout), each
+with one fifth (for K = 5) of the clip held out and half a second left out on each side; each predicts
+its block from that block's audio alone, in every condition, and r is taken over the whole clip. Every
+frame is then predicted by a model that never heard it, and each model trains on 80%, as above. The
+ground truth is the dataset's own tracking of the clip (not a separate tracking of the held-out video).
+
+    OMP_NUM_THREADS=1 python examples/cross_voice.py --rotate 5 --data DATASET_OF_WHOLE_CLIP \\
+        --config adapt_cpu_linear --out RUNS_DIR [--json out.json]
     python examples/cross_voice.py --table runs/*/<variant>[_s1].json ...   # markdown, mean over seeds
 """
 
@@ -40,7 +50,8 @@ from realtalk_cli.eval import metrics as M
 from realtalk_cli.media import load_audio
 from realtalk_cli.inference.a2e import SilenceGate, load_a2e, normalize_utterance
 from realtalk_cli.pipelines.dub import Dubber, DubOptions, SourceTrack
-from realtalk_cli.train.a2e_task import ClipArrays
+from realtalk_cli.train.a2e_task import HOLDOUT_GAP, ClipArrays
+from realtalk_cli.train.run import train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from a2e_eval import ridge_predictor  # noqa: E402 (the linear audio model of docs/experiments/a2e.md)
@@ -111,6 +122,45 @@ def run(a2e: Path, data: Path, heldout: Path) -> dict:
     return {"a2e": str(a2e), "heldout": str(heldout), "frames": n, "silent_frames": int(silent.sum()), "rows": rows}
 
 
+def rotate(data: Path, config: list[str], blocks: int, out: Path) -> dict:
+    """Cross-fitting over `blocks` contiguous blocks of a one-clip dataset (see the module docstring)."""
+    ds = Dataset.open(data)
+    face = ds.face_model
+    (clip,) = ds.clips()
+    co, audio, valid, n = clip.coeffs(), clip.audio(), clip.valid(), clip.n_frames
+    per_frame = len(audio) / n  # samples per video frame (the dataset's audio covers its frames)
+    held = SimpleNamespace(alpha=co["alpha"], beta=co["beta"], rho=co["rho"], found=valid)
+    preds = {f"{name}{gate}": np.zeros_like(co["beta"]) for name in conditions(audio[:1]) for gate in ("", " + gate")}
+    mean_beta = np.zeros_like(co["beta"])
+    bounds = [int(round(k * n / blocks)) for k in range(blocks + 1)]
+    for k, (lo, hi) in enumerate(zip(bounds, bounds[1:])):
+        ckpt = train("a2e", data, out / f"block{k}", config=config, device="cpu", resume=True,  # a rerun reuses a finished fit
+                     overrides={"task": {"holdout": [k / blocks, (k + 1) / blocks]}, "trainer": {"val_every": 0}})
+        model, cfg = load_a2e(ckpt)
+        dubber = Dubber(model, SimpleNamespace(face=face), cfg, torch.device("cpu"))
+        seen = valid.copy()
+        seen[max(0, lo - HOLDOUT_GAP) : hi + HOLDOUT_GAP] = False  # what the block's model trained on
+        source = SourceTrack(n, 0, 0, seen, np.zeros((n, 2, 3)), co["alpha"], co["beta"], co["rho"], 0.0, 0)
+        wav = audio[int(round(lo * per_frame)) : int(round(hi * per_frame))]
+        for name, w in conditions(wav).items():
+            preds[name][lo:hi] = dubber.expressions(w, hi - lo, source, seed=0, fps=FPS)
+            # the rest face comes from the frames the model trained on, as `dub` takes it from the video
+            preds[f"{name} + gate"][lo:hi] = dubber.expressions(w, hi - lo, source, seed=0, fps=FPS, source_audio=audio,
+                                                                gate=SilenceGate())
+        mean_beta[lo:hi] = co["beta"][seen].mean(0)
+    silent = M.silent_frames(M.frame_rms(audio, n, 16000, FPS))
+    true_opening, _ = mouth(face, held.alpha, held.beta, held.rho)
+    rows = {"source": {"silent_motion": M.silent_lip_motion(true_opening, silent & valid)["motion"]},
+            "mean expression": score(face, held, mean_beta, silent)}
+    for name, beta in preds.items():
+        rows[name] = score(face, held, beta, silent)
+        opening = mouth(face, held.alpha, beta, held.rho)[0]
+        rows[name]["block_r"] = [M.correlation(opening[lo:hi][valid[lo:hi]], true_opening[lo:hi][valid[lo:hi]])
+                                 for lo, hi in zip(bounds, bounds[1:])]
+    return {"a2e": str(out), "heldout": f"{clip.name}_heldout_rotated", "frames": n, "silent_frames": int(silent.sum()),
+            "blocks": blocks, "rows": rows}
+
+
 TABLE_ROWS = ("own", "voice +3 st", "voice -3 st", "noise+reverb")
 
 
@@ -144,19 +194,28 @@ def main() -> None:
     ap.add_argument("--heldout", type=Path, help="video of the held-out last 20%%")
     ap.add_argument("--json", type=Path, help="also write the numbers here")
     ap.add_argument("--table", type=Path, nargs="+", help="instead: summarise these --json files as a markdown table")
+    ap.add_argument("--rotate", type=int, help="instead: cross-fit over this many blocks of --data (a whole clip)")
+    ap.add_argument("--config", nargs="+", default=["adapt_cpu_linear"], help="a2e config(s) for --rotate")
+    ap.add_argument("--out", type=Path, help="run directory of the --rotate models")
     a = ap.parse_args()
     if a.table:
         print(table(a.table))
         return
-    if not (a.a2e and a.data and a.heldout):
-        ap.error("--a2e, --data and --heldout are needed (or --table)")
-    result = run(a.a2e, a.data, a.heldout)
-    print(f"{a.heldout.name}: {result['frames']} frames, {result['silent_frames']} silent")
+    if a.rotate:
+        if not (a.data and a.out) or a.rotate < 2:
+            ap.error("--rotate K needs K >= 2, --data and --out")
+        result = rotate(a.data, a.config, a.rotate, a.out)
+    elif not (a.a2e and a.data and a.heldout):
+        ap.error("--a2e, --data and --heldout are needed (or --table, or --rotate)")
+    else:
+        result = run(a.a2e, a.data, a.heldout)
+    print(f"{result['heldout']}: {result['frames']} frames, {result['silent_frames']} silent")
     print(f"{'condition':<24}{'mouth r':>9}{'(95%)':>16}{'M-LMD px':>10}{'silent motion':>15}")
     fmt = lambda v: "-" if v is None or not np.isfinite(v) else f"{v:.3f}"  # noqa: E731
     for name, m in result["rows"].items():
         ci = "[{}, {}]".format(*map(fmt, m["mouth_r_95"])) if "mouth_r_95" in m else "-"
-        print(f"{name:<24}{fmt(m.get('mouth_r')):>9}{ci:>16}{fmt(m.get('m_lmd')):>10}{fmt(m.get('silent_motion')):>15}")
+        print(f"{name:<24}{fmt(m.get('mouth_r')):>9}{ci:>16}{fmt(m.get('m_lmd')):>10}{fmt(m.get('silent_motion')):>15}"
+              + ("   blocks " + " ".join(map(fmt, m["block_r"])) if "block_r" in m else ""))
     if a.json:
         a.json.write_text(json.dumps(result, indent=1))
 

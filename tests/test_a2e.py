@@ -230,3 +230,20 @@ def test_within_clip_split_ranges(dataset):
     starts = window_table([c], 4)[:, 1]
     assert starts.max() + 4 <= 48  # training windows never reach held-out frames
     assert not any(s <= 32 < s + 4 for s in starts)  # nor cover the untracked frame (n_frames // 3)
+
+
+def test_holdout_block_trains_on_both_sides_of_it(dataset):
+    from realtalk_cli.data.dataset import Dataset
+    from realtalk_cli.errors import UsageError
+    from realtalk_cli.train.a2e_task import HOLDOUT_GAP, load_clips, window_table
+
+    before, after = load_clips(Dataset.open(dataset), 0.0, holdout=(0.25, 0.5))  # 96 frames: block 24..48
+    assert before.train == (0, 24 - HOLDOUT_GAP) and before.val == (24, 48)
+    assert after.train == (48 + HOLDOUT_GAP, 96) and after.val is None
+    starts = window_table([before, after], 4)
+    assert all(s + 4 <= 24 - HOLDOUT_GAP or s >= 48 + HOLDOUT_GAP for _, s in starts)
+    (only,) = load_clips(Dataset.open(dataset), 0.0, holdout=(0.0, 0.2))  # nothing to train before the block
+    assert only.train == (19 + HOLDOUT_GAP, 96) and only.val == (0, 19)
+    for bad in ((0.5, 0.25), (0.2,), (0.0, 1.0)):
+        with pytest.raises(UsageError):
+            load_clips(Dataset.open(dataset), 0.0, holdout=bad)

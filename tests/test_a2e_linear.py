@@ -187,3 +187,26 @@ def test_voice_variants_change_the_mel_part_only(tmp_path):
     np.testing.assert_array_equal(out[:, 80:], f[:, 80:])
     np.testing.assert_allclose(out[:, :80], warp_bands(f[:, :80], 2.0))
     assert _on_mel(f[:, :80], partial(shift_bands, k=1), n_mels=80).shape == (6, 80)
+
+
+def test_a_held_out_block_never_reaches_the_fit(tmp_path):
+    """Cross-fitting (task.holdout): what the audio of the held-out block says cannot change the model,
+    so a prediction of that block is a prediction of speech the model never heard."""
+    from safetensors.numpy import load_file, save_file
+
+    from realtalk_cli.data.dataset import Dataset
+
+    data = make_tiny_dataset(tmp_path / "data", n_clips=1, n_frames=80)
+    weights = []
+    for name in ("as is", "block scrambled"):
+        if name == "block scrambled":  # the audio features of frames 20..40, nothing else
+            path = Dataset.open(data.dir).clips()[0].dir / "features.safetensors"
+            feats = load_file(path)["features"]
+            feats[40:80] = np.random.default_rng(1).standard_normal(feats[40:80].shape) * 5
+            save_file({"features": feats}, path)
+        train("a2e", data.dir, tmp_path / name, config="adapt_cpu_linear", device="cpu",
+              overrides={"task": {"holdout": [0.25, 0.5]}})
+        weights.append(load_a2e(tmp_path / name)[0].weights()[0])
+    torch.testing.assert_close(weights[0], weights[1], rtol=0, atol=0)
+    train("a2e", data.dir, tmp_path / "seen", config="adapt_cpu_linear", device="cpu")  # without: they count
+    assert not torch.equal(load_a2e(tmp_path / "seen")[0].weights()[0], weights[1])

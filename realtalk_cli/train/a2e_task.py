@@ -15,7 +15,9 @@ over 5 contiguous blocks of them (`fit_linear`).
 
 Splits: by default the dataset's own clip split (manifest). `split_frames = f > 0` splits inside
 every clip instead: the first f of its frames train, the rest (up to `split_end`) are held out
-(single-video experiments). Held-out frames are predicted with inference/a2e.py exactly as at inference,
+(single-video experiments). `holdout = (a, b)` holds out the block [a, b) of every clip and trains on
+the rest, with HOLDOUT_GAP frames left out on each side: moving the block over the clip predicts
+every frame with a model that never heard it (cross-fitting, examples/cross_voice.py --rotate). Held-out frames are predicted with inference/a2e.py exactly as at inference,
 with the history drawn from the training frames of the same clip.
 """
 
@@ -59,6 +61,11 @@ class A2ETaskConfig:
     # so other voices' formants land where the speaker's were (mel features only)
     band_shifts: tuple[int, ...] = ()
     warp_semitones: tuple[float, ...] = ()
+    # instead of split_frames: (a, b), fractions of every clip: that block is held out, the rest trains
+    holdout: tuple[float, ...] = ()
+
+
+HOLDOUT_GAP = 12  # frames left out on each side of a held-out block: half a second of context and mouth
 
 
 def default_config() -> dict:
@@ -85,8 +92,12 @@ class ClipArrays:
     val: tuple[int, int] | None
 
 
-def load_clips(ds: Dataset, split_frames: float, split_end: float = 1.0) -> list[ClipArrays]:
-    if split_frames:
+def load_clips(ds: Dataset, split_frames: float, split_end: float = 1.0, holdout: Sequence[float] = ()) -> list[ClipArrays]:
+    if holdout:
+        if split_frames or len(holdout) != 2 or not 0.0 <= holdout[0] < holdout[1] <= 1.0:
+            raise UsageError(f"holdout needs two fractions 0 <= a < b <= 1 and no split_frames, got {list(holdout)}")
+        chosen = [(c, "holdout") for c in ds.clips()]
+    elif split_frames:
         if not 0.0 < split_frames < split_end <= 1.0:
             raise UsageError(f"need 0 < split_frames < split_end <= 1, got {split_frames}, {split_end}")
         chosen = [(c, "within") for c in ds.clips()]
@@ -97,11 +108,24 @@ def load_clips(ds: Dataset, split_frames: float, split_end: float = 1.0) -> list
         if not clip.has_coeffs:
             continue
         co, n = clip.coeffs(), clip.n_frames
-        cut, end = int(round(split_frames * n)), int(round(split_end * n))
-        ranges = {"within": ((0, cut), (cut, end)), "train": ((0, n), None), "val": (None, (0, n))}[role]
-        out.append(ClipArrays(clip.name, co["alpha"], co["beta"], co["rho"], clip.audio_features(),
-                              clip.valid(), *ranges))
+        if role == "holdout":
+            ranges = _around_block(n, *holdout)
+        else:
+            cut, end = int(round(split_frames * n)), int(round(split_end * n))
+            ranges = [{"within": ((0, cut), (cut, end)), "train": ((0, n), None), "val": (None, (0, n))}[role]]
+        out += [ClipArrays(clip.name, co["alpha"], co["beta"], co["rho"], clip.audio_features(), clip.valid(), *r)
+                for r in ranges]
     return out
+
+
+def _around_block(n: int, a: float, b: float) -> list[tuple]:
+    """(train, val) ranges of a clip of n frames whose block [a n, b n) is held out: the part before it
+    and the part after it train, each normalised as its own utterance; one of them carries the block."""
+    lo, hi = int(round(a * n)), int(round(b * n))
+    parts = [p for p in ((0, lo - HOLDOUT_GAP), (hi + HOLDOUT_GAP, n)) if p[1] > p[0]]
+    if not parts:
+        raise UsageError(f"holdout [{a}, {b}) leaves no training frames in a clip of {n} frames")
+    return [(p, (lo, hi) if i == 0 else None) for i, p in enumerate(parts)]
 
 
 def window_table(clips: list[ClipArrays], T: int) -> np.ndarray:
@@ -290,10 +314,11 @@ class A2ETask(Task):
                                    "augment_semitones": tuple(tc.get("augment_semitones", A2ETaskConfig.augment_semitones)),
                                    "augment_snr_db": tuple(tc.get("augment_snr_db", A2ETaskConfig.augment_snr_db)),
                                    "band_shifts": tuple(tc.get("band_shifts", ())),
-                                   "warp_semitones": tuple(tc.get("warp_semitones", ()))})
+                                   "warp_semitones": tuple(tc.get("warp_semitones", ())),
+                                   "holdout": tuple(tc.get("holdout", ()))})
         self.ds = Dataset.open(data)
         self.face = self.ds.face_model.to(device).eval()
-        self.clips = load_clips(self.ds, self.tc.split_frames, self.tc.split_end)
+        self.clips = load_clips(self.ds, self.tc.split_frames, self.tc.split_end, self.tc.holdout)
         if not self.clips:
             raise RealtalkError("dataset has no clips with coefficients", data)
 
