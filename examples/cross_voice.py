@@ -155,8 +155,11 @@ def rotate(data: Path, config: list[str], blocks: int, out: Path) -> dict:
     for name, beta in preds.items():
         rows[name] = score(face, held, beta, silent)
         opening = mouth(face, held.alpha, beta, held.rho)[0]
+        # r within each block: what one held-out part would report (models differ in offset, which the
+        # pooled r counts against them: see the mean expression's pooled r)
         rows[name]["block_r"] = [M.correlation(opening[lo:hi][valid[lo:hi]], true_opening[lo:hi][valid[lo:hi]])
                                  for lo, hi in zip(bounds, bounds[1:])]
+        rows[name]["block_r_mean"] = float(np.mean(rows[name]["block_r"]))
     return {"a2e": str(out), "heldout": f"{clip.name}_heldout_rotated", "frames": n, "silent_frames": int(silent.sum()),
             "blocks": blocks, "rows": rows}
 
@@ -175,14 +178,19 @@ def table(paths: list[Path]) -> str:
             if variant == "a2e" and f"{ridge_kind}, own" in r["rows"]:
                 groups.setdefault((ridge_kind, clip), [{k: r["rows"][f"{ridge_kind}, {k}"] for k in TABLE_ROWS}])
     head = ["variant", "clip", "seeds"] + [f"r {c}" for c in TABLE_ROWS] + ["r own 95% (one seed)", "M-LMD own", "M-LMD noise", "silent motion own (source)", "r own + gate"]
+    rotated = any("block_r_mean" in rows[0]["own"] for rows in groups.values())
+    if rotated:  # --rotate: also the mean of the per-block r of each condition
+        head += [f"block mean r {c}" for c in TABLE_ROWS]
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    mean = lambda rows, key, m: np.mean([r[key][m] if key in r else np.nan for r in rows])  # noqa: E731
+    mean = lambda rows, key, m: np.mean([r[key].get(m, np.nan) if key in r else np.nan for r in rows])  # noqa: E731
     for (variant, clip), rows in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         cells = [variant, clip, str(len(rows))] + [f"{mean(rows, c, 'mouth_r'):.2f}" for c in TABLE_ROWS]
         ci = rows[0]["own"].get("mouth_r_95") if len(rows) == 1 else None
         cells += ["[{:.2f}, {:.2f}]".format(*ci) if ci else "-", f"{mean(rows, 'own', 'm_lmd'):.2f}", f"{mean(rows, 'noise+reverb', 'm_lmd'):.2f}",
                   f"{mean(rows, 'own', 'silent_motion'):.3f} ({mean(rows, 'source', 'silent_motion'):.3f})",
                   f"{mean(rows, 'own + gate', 'mouth_r'):.2f}"]
+        if rotated:
+            cells += [f"{mean(rows, c, 'block_r_mean'):.2f}" for c in TABLE_ROWS]
         out.append("| " + " | ".join(cells) + " |")
     return "\n".join(out)
 
