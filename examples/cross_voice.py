@@ -24,9 +24,11 @@ per frame where the own audio is silent, eval's definition; the source's value i
 Rotation (cross-fitting): a few seconds held out pin r down to +-0.15 at best. With --rotate K on a
 dataset of the whole clip, K a2e models are trained (`realtalk train --stage a2e`, task.holdout), each
 with one fifth (for K = 5) of the clip held out and half a second left out on each side; each predicts
-its block from that block's audio alone, in every condition, and r is taken over the whole clip. Every
-frame is then predicted by a model that never heard it, and each model trains on 80%, as above. The
-ground truth is the dataset's own tracking of the clip (not a separate tracking of the held-out video).
+its block from that block's audio alone, in every condition. r is taken over the whole clip, and
+within each block (their mean is what one held-out 20% reports, averaged over where it could sit).
+Every frame is then predicted by a model that never heard it, each trained on the other 80% less the
+gaps. The ground truth is the dataset's own tracking of the clip (not a separate tracking of the
+held-out video).
 
     OMP_NUM_THREADS=1 python examples/cross_voice.py --rotate 5 --data DATASET_OF_WHOLE_CLIP \\
         --config adapt_cpu_linear --out RUNS_DIR [--json out.json]
