@@ -128,7 +128,10 @@ def rotate(data: Path, config: list[str], blocks: int, out: Path) -> dict:
     """Cross-fitting over `blocks` contiguous blocks of a one-clip dataset (see the module docstring)."""
     ds = Dataset.open(data)
     face = ds.face_model
-    (clip,) = ds.clips()
+    clips = ds.clips()
+    if len(clips) != 1 or face.n_vertices != 478:
+        raise SystemExit(f"--rotate needs a dataset of one clip and the landmark face model: {data} has {len(clips)} clips")
+    clip = clips[0]
     co, audio, valid, n = clip.coeffs(), clip.audio(), clip.valid(), clip.n_frames
     per_frame = len(audio) / n  # samples per video frame (the dataset's audio covers its frames)
     held = SimpleNamespace(alpha=co["alpha"], beta=co["beta"], rho=co["rho"], found=valid)

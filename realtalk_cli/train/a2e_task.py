@@ -17,8 +17,9 @@ Splits: by default the dataset's own clip split (manifest). `split_frames = f > 
 every clip instead: the first f of its frames train, the rest (up to `split_end`) are held out
 (single-video experiments). `holdout = (a, b)` holds out the block [a, b) of every clip and trains on
 the rest, with HOLDOUT_GAP frames left out on each side: moving the block over the clip predicts
-every frame with a model that never heard it (cross-fitting, examples/cross_voice.py --rotate). Held-out frames are predicted with inference/a2e.py exactly as at inference,
-with the history drawn from the training frames of the same clip.
+every frame with a model that never heard it (cross-fitting, examples/cross_voice.py --rotate).
+Held-out frames are predicted with inference/a2e.py exactly as at inference, with the history drawn
+from the training frames of the same clip.
 """
 
 from __future__ import annotations
