@@ -52,7 +52,7 @@ from realtalk_cli.eval import metrics as M
 from realtalk_cli.media import load_audio
 from realtalk_cli.inference.a2e import SilenceGate, load_a2e, normalize_utterance
 from realtalk_cli.pipelines.dub import Dubber, DubOptions, SourceTrack
-from realtalk_cli.train.a2e_task import HOLDOUT_GAP, ClipArrays
+from realtalk_cli.train.a2e_task import ClipArrays, load_clips
 from realtalk_cli.train.run import train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -137,14 +137,18 @@ def rotate(data: Path, config: list[str], blocks: int, out: Path) -> dict:
     held = SimpleNamespace(alpha=co["alpha"], beta=co["beta"], rho=co["rho"], found=valid)
     preds = {f"{name}{gate}": np.zeros_like(co["beta"]) for name in conditions(audio[:1]) for gate in ("", " + gate")}
     mean_beta = np.zeros_like(co["beta"])
-    bounds = [int(round(k * n / blocks)) for k in range(blocks + 1)]
-    for k, (lo, hi) in enumerate(zip(bounds, bounds[1:])):
+    bounds = []
+    for k in range(blocks):
+        holdout = [k / blocks, (k + 1) / blocks]
         ckpt = train("a2e", data, out / f"block{k}", config=config, device="cpu", resume=True,  # a rerun reuses a finished fit
-                     overrides={"task": {"holdout": [k / blocks, (k + 1) / blocks]}, "trainer": {"val_every": 0}})
+                     overrides={"task": {"holdout": holdout}, "trainer": {"val_every": 0}})
         model, cfg = load_a2e(ckpt)
         dubber = Dubber(model, SimpleNamespace(face=face), cfg, torch.device("cpu"))
-        seen = valid.copy()
-        seen[max(0, lo - HOLDOUT_GAP) : hi + HOLDOUT_GAP] = False  # what the block's model trained on
+        parts = load_clips(ds, 0.0, holdout=holdout)  # the block and the frames its model trained on, as the task cut them
+        (lo, hi), seen = next(p.val for p in parts if p.val), np.zeros(n, bool)
+        for p in parts:
+            seen[slice(*p.train)] = valid[slice(*p.train)]
+        bounds.append((lo, hi))
         source = SourceTrack(n, 0, 0, seen, np.zeros((n, 2, 3)), co["alpha"], co["beta"], co["rho"], 0.0, 0)
         wav = audio[int(round(lo * per_frame)) : int(round(hi * per_frame))]
         for name, w in conditions(wav).items():
@@ -163,7 +167,7 @@ def rotate(data: Path, config: list[str], blocks: int, out: Path) -> dict:
         # r within each block: what one held-out part would report (models differ in offset, which the
         # pooled r counts against them: see the mean expression's pooled r)
         rows[name]["block_r"] = [M.correlation(opening[lo:hi][valid[lo:hi]], true_opening[lo:hi][valid[lo:hi]])
-                                 for lo, hi in zip(bounds, bounds[1:])]
+                                 for lo, hi in bounds]
         rows[name]["block_r_mean"] = float(np.mean(rows[name]["block_r"]))
     return {"a2e": str(out), "heldout": f"{clip.name}_heldout_rotated", "frames": n, "silent_frames": int(silent.sum()),
             "blocks": blocks, "rows": rows}
