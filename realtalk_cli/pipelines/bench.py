@@ -167,9 +167,9 @@ def environment(device: torch.device) -> dict:
 
 def run_bench(device: torch.device, a2e: A2ETransformer | None = None, renderer: Renderer | None = None,
               batches=(1, 8, 32), backends=None, repeats: int = 5, max_seconds: float = 60.0,
-              e2e_seconds: float = 0.0, on_row=None, e2e=(("fia", (1280, 720)),)) -> dict:
-    """Time the networks (paper config unless given) and, if `e2e_seconds` > 0, whole dubs with each
-    (renderer, frame size) in `e2e`."""
+              e2e_seconds: float = 0.0, on_row=None, e2e=(("fia", (1280, 720)),), whisper_seconds: float = 0.0) -> dict:
+    """Time the networks (paper config unless given), if `e2e_seconds` > 0 whole dubs with each
+    (renderer, frame size) in `e2e`, and if `whisper_seconds` > 0 the Whisper front end."""
     if a2e is None or renderer is None:  # a frame-bank model has no renderer network: time the paper's
         paper_a2e, paper_renderer = paper_networks()
         a2e, renderer = a2e or paper_a2e, renderer or paper_renderer
@@ -184,7 +184,29 @@ def run_bench(device: torch.device, a2e: A2ETransformer | None = None, renderer:
     if e2e_seconds > 0:
         result["dubs"] = [bench_dub(device, e2e_seconds, size, a2e_cfg=a2e.cfg, renderer_cfg=renderer.cfg, renderer=kind)
                           for kind, size in e2e]
+    if whisper_seconds > 0:
+        result["whisper"] = bench_whisper(device, whisper_seconds, repeats, max_seconds)
     return result
+
+
+def bench_whisper(device: torch.device, seconds: float = 60.0, repeats: int = 5, max_seconds: float = 60.0) -> dict:
+    """The Whisper front end (packaged whisper-base, its default compute type here) on `seconds` of
+    speech-like noise: milliseconds per second of speech, log-mel and encoder, no disk cache."""
+    from realtalk_cli.audio.whisper import WhisperEncoder, whisper_unavailable, window_plan
+
+    if why := whisper_unavailable():
+        return {"skipped": why}
+    encoder = WhisperEncoder(None, device)
+    rng = np.random.default_rng(0)
+    n = int(seconds * 50)
+    # noise under a 4 Hz syllable envelope: the encoder's cost does not depend on what is said
+    t = np.arange(n * 320) / 16000
+    wav = (0.1 * rng.standard_normal(len(t)) * (0.55 + 0.45 * np.sin(2 * np.pi * 4 * t))).astype(np.float32)
+    times = measure(lambda: encoder.states(wav, n), device, warmup=1, repeats=repeats, max_seconds=max_seconds)
+    ms = statistics.median(times)
+    return {"seconds": seconds, "windows": len(window_plan(n + 1)), "compute_type": encoder.compute_type,
+            "threads": encoder.threads, "d_model": encoder.dim, "ms_median": ms, "ms_min": min(times),
+            "ms_max": max(times), "ms_per_second": ms / seconds}
 
 
 def bench_dub(device: torch.device, seconds: float = 4.0, size: tuple[int, int] = (1280, 720),
@@ -263,3 +285,10 @@ def print_report(result: dict, console) -> None:
         for stage, sec in d["stages"].items():
             t.add_row(stage, f"{sec:.2f}", f"{1000 * sec / d['frames']:.2f}", f"{d['frames'] / sec:.1f}" if sec > 0 else "-")
         console.print(t)
+    w = result.get("whisper")
+    if w and "skipped" in w:
+        console.print(f"skipped whisper front end: {w['skipped']}", markup=False)
+    elif w:
+        console.print(f"whisper front end (whisper-base, {w['compute_type']}, {w['threads']} threads): "
+                      f"{w['ms_per_second']:.1f} ms per second of speech ({w['seconds']:g} s in {w['windows']} "
+                      f"windows: median {w['ms_median'] / 1000:.2f} s, {w['ms_min'] / 1000:.2f}-{w['ms_max'] / 1000:.2f})")
