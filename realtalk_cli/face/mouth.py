@@ -42,3 +42,14 @@ def lip_basis(clips: list[np.ndarray], k: int) -> np.ndarray:
     if np.corrcoef(x @ basis[0], opening)[0, 1] < 0:
         basis[0] = -basis[0]
     return basis.astype(np.float32)
+
+
+def lip_gap(lips: np.ndarray) -> np.ndarray:
+    """Signed mean vertical gap of the facing inner-lip points [T] (template units, y down), clipped at 0:
+    a predicted mouth that closes past closed is shown closed (the frame bank has no such mouth), whereas
+    the unsigned `lip_opening` would count it as opening again."""
+    pts = np.asarray(lips).reshape(len(lips), -1, 2)
+    idx = {p: i for i, p in enumerate(LIP_POINTS)}
+    upper, lower = zip(*mesh.OPENING_PAIRS)
+    gap = (pts[:, [idx[p] for p in lower], 1] - pts[:, [idx[p] for p in upper], 1]).mean(-1)
+    return np.maximum(gap, 0.0)

@@ -209,11 +209,23 @@ def predict_at_times(
     return rest_and_resample(predict_expressions(model, features, shape, history, **kw), times, speech, rest, gate)
 
 
+def speech_weight(speech: np.ndarray, n_frames: int, gate: SilenceGate | None = None) -> np.ndarray:
+    """Per-frame lip weight [n_frames] (0 rest, 1 speech) of 16 kHz speech on the 25 Hz grid: the lower of
+    the energy gate and Silero VAD's (audio/vad.py), so loud non-speech (noise, coughs) rests the lips
+    too; the energy gate alone when the VAD model is not installed."""
+    from realtalk_cli.audio.vad import speech_probability, vad_unavailable, vad_weight
+
+    w = voice_activity(frame_db(speech, n_frames), gate or SilenceGate())
+    if vad_unavailable() is None:
+        w = np.minimum(w, vad_weight(speech_probability(speech, n_frames, A2E_FPS), A2E_FPS))
+    return w
+
+
 def rest_and_resample(beta: np.ndarray, times: np.ndarray, speech: np.ndarray | None = None,
                       rest: np.ndarray | None = None, gate: SilenceGate | None = None) -> np.ndarray:
     """25 Hz expressions [n, n_exp] -> at `times`, silent frames (of `speech`) blended toward `rest` first."""
     if rest is not None and speech is not None:
-        w = voice_activity(frame_db(speech, len(beta)), gate or SilenceGate())[:, None]
+        w = speech_weight(speech, len(beta), gate)[:, None]
         beta = np.where(w < 1, rest + w * (beta - rest), beta)  # speech frames exactly as predicted
     return resample_frames(beta, times)
 

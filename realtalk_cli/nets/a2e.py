@@ -21,7 +21,9 @@ rate suits any face model or audio front end.
 regression from the features of the frames t - c .. t + c to beta_t, one speaker, solved in closed
 form (train/a2e_task.py). On a minute of video it follows the mouth better than a transformer trained
 for minutes (docs/experiments/sync.md). It takes the transformer's inputs, so windows, streaming and
-export treat both alike.
+export treat both alike. Wide features (Whisper's 512 per state) are first projected on a few hundred
+principal directions (`project`), so the ridge stays small; `smooth` low-passes the output, as the
+lips are slower than the speech. The lip prior (nets/lip_prior.py) is such a model, fitted on many people.
 """
 
 from __future__ import annotations
@@ -54,6 +56,8 @@ class A2EConfig:
     utterance_norm: bool = False  # features z-scored per utterance before the network (inference/a2e.py), for any voice/channel
     kind: str = "transformer"  # "linear": A2ELinear below (d_model .. pe_period then unused)
     context: int = 4  # linear: frames of audio either side of the predicted frame
+    project: int = 0  # linear: per-frame features first projected on this many principal directions (0: none)
+    smooth: float = 0.0  # linear: output smoothed over time by a Gaussian of this sigma, frames (0: none)
 
     @property
     def n_audio(self) -> int:  # l
@@ -68,7 +72,7 @@ class A2EConfig:
             raise ValueError(f"a2e kind {self.kind!r}: expected transformer or linear")
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
-        if self.pe_period < 2 * self.n_frames:
+        if self.kind == "transformer" and self.pe_period < 2 * self.n_frames:
             raise ValueError("pe_period must cover one window of audio features (2 * n_frames)")
 
     def to_dict(self) -> dict:
@@ -245,10 +249,16 @@ class A2ELinear(nn.Module):
     def __init__(self, cfg: A2EConfig):
         super().__init__()
         self.cfg = cfg
-        self.conv = nn.Conv1d(2 * cfg.audio_dim, cfg.n_exp, 2 * cfg.context + 1)
+        self.conv = nn.Conv1d(cfg.project or 2 * cfg.audio_dim, cfg.n_exp, 2 * cfg.context + 1)
         nn.init.zeros_(self.conv.weight)
         nn.init.zeros_(self.conv.bias)
         self.register_buffer("audio_stats", torch.stack([torch.zeros(cfg.audio_dim), torch.ones(cfg.audio_dim)]))
+        if cfg.project:  # set with set_projection (the prior's principal directions)
+            self.register_buffer("projection", torch.eye(2 * cfg.audio_dim, cfg.project))
+        if cfg.smooth > 0:
+            r = int(math.ceil(3 * cfg.smooth))
+            g = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=torch.float32) / cfg.smooth) ** 2)
+            self.register_buffer("smoothing", (g / g.sum()).expand(cfg.n_exp, 1, -1).clone(), persistent=False)
 
     @torch.no_grad()
     def set_stats(self, audio: tuple, shape: tuple | None = None, exp: tuple | None = None) -> None:
@@ -258,12 +268,19 @@ class A2ELinear(nn.Module):
     def frames(self, audio: torch.Tensor) -> torch.Tensor:
         """[B, 2T, audio_dim] -> [B, 2 audio_dim, T + 2c]: standardised, one column per frame, edges repeated."""
         B, L, D = audio.shape
-        x = ((audio - self.audio_stats[0]) / self.audio_stats[1]).reshape(B, L // 2, 2 * D).transpose(1, 2)
-        return F.pad(x, (self.cfg.context, self.cfg.context), mode="replicate")
+        x = ((audio - self.audio_stats[0]) / self.audio_stats[1]).reshape(B, L // 2, 2 * D)
+        if self.cfg.project:
+            x = x @ self.projection
+        return F.pad(x.transpose(1, 2), (self.cfg.context, self.cfg.context), mode="replicate")
+
+    @torch.no_grad()
+    def set_projection(self, projection: torch.Tensor) -> None:
+        """[2 audio_dim, project]: the directions standardised per-frame features are projected on."""
+        self.projection.copy_(torch.as_tensor(projection).to(self.projection))
 
     def design(self, audio: torch.Tensor) -> torch.Tensor:
-        """The regression's inputs for every frame of one sequence [2T, audio_dim] -> [T, 2 audio_dim (2c + 1)],
-        laid out like the convolution's weights."""
+        """The regression's inputs for every frame of one sequence [2T, audio_dim] -> [T, inputs (2c + 1)],
+        laid out like the convolution's weights (inputs: 2 audio_dim, or `project`)."""
         x = self.frames(audio[None])[0]  # [2D, T + 2c]
         return x.unfold(1, 2 * self.cfg.context + 1, 1).permute(1, 0, 2).reshape(x.shape[1] - 2 * self.cfg.context, -1)
 
@@ -273,13 +290,17 @@ class A2ELinear(nn.Module):
 
     @torch.no_grad()
     def set_weights(self, w: torch.Tensor, b: torch.Tensor) -> None:
-        """w [2 audio_dim (2c + 1), n_exp] and b [n_exp] as fitted on `design` rows."""
+        """w [inputs (2c + 1), n_exp] and b [n_exp] as fitted on `design` rows."""
         self.conv.weight.copy_(w.T.reshape(self.conv.weight.shape).to(self.conv.weight))
         self.conv.bias.copy_(b.to(self.conv.bias))
 
     def forward(self, audio: torch.Tensor, shape: torch.Tensor | None = None, history: torch.Tensor | None = None,
                 frame_mask: torch.Tensor | None = None) -> torch.Tensor:  # [B, T, n_exp]
-        return self.conv(self.frames(audio)).transpose(1, 2)
+        y = self.conv(self.frames(audio))
+        if self.cfg.smooth > 0:
+            r = self.smoothing.shape[-1] // 2
+            y = F.conv1d(F.pad(y, (r, r), mode="replicate"), self.smoothing, groups=self.cfg.n_exp)
+        return y.transpose(1, 2)
 
 
 def build_a2e(cfg: A2EConfig) -> nn.Module:

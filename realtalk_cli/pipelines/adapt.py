@@ -45,22 +45,45 @@ import torch
 from realtalk_cli.audio.features import AudioFeatureConfig
 from realtalk_cli.configs import config_path
 from realtalk_cli.errors import RealtalkError, UsageError
-from realtalk_cli.fsutil import atomic_file, cache_root, content_key, require_file
+from realtalk_cli.fsutil import atomic_file, cache_root, content_key, read_json, require_file
 from realtalk_cli.progress import console
 
-# defaults sized for the device: a linear a2e and a small 128x128 renderer on CPU (shipped configs), the
-# paper's on a GPU; the training budget (minutes) depends on the renderer (the frame bank trains only the
-# a2e) and binds only stages trained by gradient descent
+# defaults sized for the device: the lip prior of many people adapted to this person (a linear a2e, solved
+# in seconds anywhere) and a small 128x128 renderer on CPU (shipped configs), the paper's on a GPU; the
+# training budget (minutes) depends on the renderer (the frame bank trains only the a2e) and binds only
+# stages trained by gradient descent
 DEFAULTS = {
-    "cpu": {"minutes": {"bank": 3.0, "bank+fia": 6.0, "fia": 15.0}, "a2e": "adapt_cpu_linear", "e2f": "adapt_cpu_e2f",
-            "features": "mel+phones"},  # phone posteriors beside the mel: the linear a2e follows other voices better (sync.md, 7)
-    "cuda": {"minutes": {"bank": 5.0, "bank+fia": 10.0, "fia": 30.0}, "a2e": None, "e2f": None, "features": "mel"},
+    "cpu": {"minutes": {"bank": 3.0, "bank+fia": 6.0, "fia": 15.0}, "e2f": "adapt_cpu_e2f"},
+    "cuda": {"minutes": {"bank": 5.0, "bank+fia": 10.0, "fia": 30.0}, "e2f": None},
 }
+# how the a2e hears speech: Whisper + mel through the lip prior (docs/experiments/lip_prior.md); without
+# the Whisper model or the prior, the person's own mel+phones ridge (sync.md, 7)
+LIPS = {"prior": {"features": "whisper+mel", "a2e": "adapt_cpu_prior"},
+        "own": {"features": "mel+phones", "a2e": "adapt_cpu_linear"}}
 SHARE = {"bank": {"a2e": 1.0}, "bank+fia": {"a2e": 0.5, "refine": 0.5}, "fia": {"a2e": 0.25, "e2f": 0.75}}  # of the budget
 BANKED = ("bank", "bank+fia")  # renderers that dub from the frame bank
-# when a linear a2e finds nothing it can predict (a few seconds of speech), a small transformer within the
-# budget: on KatieHill (6 s) it follows the held-out mouth at r 0.49 where the ridge stays at its mean
+# when the person's own linear a2e (no prior) finds nothing it can predict (a few seconds of speech), a
+# small transformer within the budget: on KatieHill (6 s) it follows the held-out mouth at r 0.49 where
+# the ridge stays at its mean; with the prior there is always something to predict with
 FALLBACK = {"a2e": "adapt_cpu_a2e"}
+
+
+def lip_route() -> dict[str, str]:
+    """LIPS["prior"] when the Whisper model and the lip prior are installed, else LIPS["own"] (said once)."""
+    from realtalk_cli.audio.whisper import whisper_unavailable
+    from realtalk_cli.nets.lip_prior import prior_unavailable
+
+    why = whisper_unavailable() or prior_unavailable()
+    if why is None:
+        return LIPS["prior"]
+    if why not in _SAID:
+        _SAID.add(why)
+        console.print(f"adapt: {why}; hearing the speech through mel+phones instead (the lips follow other voices "
+                      "less closely)", soft_wrap=True, highlight=False)
+    return LIPS["own"]
+
+
+_SAID: set[str] = set()
 
 
 @dataclass
@@ -75,7 +98,7 @@ class AdaptOptions:
 
 def stage_configs(options: AdaptOptions, device: torch.device) -> dict[str, Path | None]:
     """The config file each stage this renderer needs trains with (None: the paper defaults)."""
-    defaults = DEFAULTS["cuda" if device.type == "cuda" else "cpu"]
+    defaults = {**DEFAULTS["cuda" if device.type == "cuda" else "cpu"], "a2e": lip_route()["a2e"]}
     given = {"a2e": options.a2e_config, "e2f": options.e2f_config}
     configs = {stage: config_path(given.get(stage) or defaults.get(stage)) if given.get(stage) or defaults.get(stage) else None
                for stage in SHARE[options.renderer]}
@@ -106,7 +129,14 @@ def audio_features(options: AdaptOptions, device: torch.device) -> AudioFeatureC
     hears only those), otherwise the device's default."""
     if options.init is not None:
         return AudioFeatureConfig.from_dict(_init_config(Path(options.init)).get("audio", {}))
-    return AudioFeatureConfig(kind=DEFAULTS["cuda" if device.type == "cuda" else "cpu"]["features"])
+    if options.a2e_config is not None:  # a given a2e config: the front end its prior hears, if any
+        prior = read_json(config_path(options.a2e_config), "config file", UsageError).get("task", {}).get("prior")
+        if not prior:
+            return AudioFeatureConfig(kind=LIPS["own"]["features"])
+        from realtalk_cli.nets.lip_prior import LipPrior
+
+        return AudioFeatureConfig(kind=LipPrior.from_pretrained(prior).audio.get("kind", "whisper+mel"))
+    return AudioFeatureConfig(kind=lip_route()["features"])
 
 
 def _init_fingerprint(init: Path) -> list:
@@ -194,7 +224,7 @@ def adapt(video: str | os.PathLike, options: AdaptOptions | None = None, device:
         if _closed_form(config):
             console.print(f"adapt: fitting {stage} (linear, closed form{', toward --init' if init else ''})")
             fit(config, init)
-            if not _learned(run):  # the fallback starts afresh: a linear generic model cannot start a transformer
+            if not _learned(run) and not _uses_prior(config):  # the fallback starts afresh: a linear generic model cannot start a transformer
                 console.print(f"adapt: in cross-validation the linear {stage} predicts this video's mouth no better than a "
                               f"still one (too little speech?); training a transformer for up to {minutes * share:.1f} min "
                               "instead", soft_wrap=True, highlight=False)
@@ -225,7 +255,6 @@ def _fine_tune_config(kind: str | None, given: Path | None, config: Path | None)
 
 def _init_config(init: Path) -> dict:
     """The generic a2e checkpoint's config: its model settings and the crop its data was made with."""
-    from realtalk_cli.fsutil import read_json
 
     return read_json(_init_checkpoint(init) / "config.json", "--init model config")
 
@@ -237,9 +266,13 @@ def _learned(run: Path, min_gain: float = 0.02) -> bool:
     return any(r.get("cv_gain", -np.inf) >= min_gain for r in records)
 
 
+def _uses_prior(config: Path) -> bool:
+    """The a2e config starts from the lip prior (task.prior)."""
+    return bool(read_json(config, "config file", UsageError).get("task", {}).get("prior"))
+
+
 def _closed_form(config: Path | None) -> bool:
     """The stage's model is solved in one step (the linear a2e), so no time budget applies to it."""
-    from realtalk_cli.fsutil import read_json
 
     return config is not None and read_json(config, "config file", UsageError).get("model", {}).get("kind") == "linear"
 

@@ -64,6 +64,14 @@ class A2ETaskConfig:
     warp_semitones: tuple[float, ...] = ()
     # instead of split_frames: (a, b), fractions of every clip: that block is held out, the rest trains
     holdout: tuple[float, ...] = ()
+    # linear a2e: start from the lip prior of many people (nets/lip_prior.py): "builtin" (the shipped one)
+    # or a directory; the model then takes the prior's features, window, context and projection
+    prior: str = ""
+    # linear a2e: scale the fitted motion up (never down, at most max_gain) until the mouth of its
+    # predictions on the training audio moves as much as the tracked one: ridge shrinks toward the
+    # still mouth, which a viewer sees as timid lips
+    match_amplitude: bool = False
+    max_gain: float = 2.5
 
 
 HOLDOUT_GAP = 12  # frames left out on each side of a held-out block: half a second of context and mouth
@@ -258,7 +266,7 @@ def fit_linear(model: A2ELinear, clips: list[ClipArrays], variants: Sequence[Cal
     errors, still = np.zeros(len(priors) * len(RIDGE_LAMBDAS)), 0.0  # still: predicting the training mean (w = 0)
     for held, st in zip(train_sums, real_sums):
         train = {k: total[k] - held[k] for k in total}
-        fits = _ridge(train, RIDGE_LAMBDAS, priors) + [(zero, train["sy"] / train["n"])]
+        fits = ridge_fit(train, RIDGE_LAMBDAS, priors) + [(zero, train["sy"] / train["n"])]
         for i, (w, b) in enumerate(fits):  # sum of e e' over the held-out real frames
             cross = np.outer(w.T @ st["sx"], b) - w.T @ st["xy"] - np.outer(b, st["sy"])
             ee = w.T @ st["xx"] @ w + cross + cross.T + st["n"] * np.outer(b, b) + st["yy"]
@@ -268,11 +276,51 @@ def fit_linear(model: A2ELinear, clips: list[ClipArrays], variants: Sequence[Cal
                 still += (metric * ee).sum()
     best = int(np.argmin(errors))
     which, lam = divmod(best, len(RIDGE_LAMBDAS))
-    w, b = _ridge(total, RIDGE_LAMBDAS[lam : lam + 1], priors[which : which + 1])[0]
+    w, b = ridge_fit(total, RIDGE_LAMBDAS[lam : lam + 1], priors[which : which + 1])[0]
     model.set_weights(torch.as_tensor(w), torch.as_tensor(b))
     # gain: the share of the still mouth's cross-validated error that the audio explains
     return {"lambda": float(RIDGE_LAMBDAS[lam]), "cv_mse": float(errors[best] / rows),
             "cv_gain": float(1.0 - errors[best] / still), "prior": float(which)}
+
+
+def person_prior(prior, clips: list[ClipArrays], landmarks: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The lip prior (nets/lip_prior.py) as this person's linear a2e weights (w, b): their lip coordinates,
+    measured on their own training frames (`landmarks` [T, 478, 3] per clip name), are mapped to their
+    expression coefficients by least squares (beta ~ A y + c), so the prior's spread-normalised lip
+    motion becomes beta = A s prior(audio) + c, s the spread of the person's own first lip coordinate."""
+    ys, betas = [], []
+    for c in clips:
+        if c.train is not None:
+            lo, hi = c.train
+            keep = c.valid[lo:hi]
+            ys.append(prior.coords(landmarks[c.name][lo:hi], keep)[keep])
+            betas.append(c.beta[lo:hi][keep])
+    y, beta = np.concatenate(ys).astype(np.float64), np.concatenate(betas).astype(np.float64)
+    spread = max(float(y[:, 0].std()), 1e-6)
+    yc, bc = y - y.mean(0), beta - beta.mean(0)
+    a = np.linalg.solve(yc.T @ yc + 1e-6 * len(y) * np.eye(y.shape[1]), yc.T @ bc)  # [K, n_exp]
+    w, b = (t.double().numpy() for t in prior.model.weights())
+    return torch.as_tensor(w @ (spread * a)), torch.as_tensor(beta.mean(0) - y.mean(0) @ a + spread * b @ a)
+
+
+@torch.no_grad()
+def match_amplitude(model: A2ELinear, clips: list[ClipArrays], metric: np.ndarray, max_gain: float) -> float:
+    """Scale a fitted linear a2e's motion about its mean by g in [1, max_gain] so that its mouth moves as
+    much as the tracked mouth on the training frames (e' metric e summed); returns g."""
+    pred, true = [], []
+    for c in clips:
+        if c.train is not None:
+            lo, hi = c.train
+            keep = c.valid[lo:hi]
+            beta_hat = model(torch.as_tensor(c.features[2 * lo : 2 * hi], dtype=torch.float32)[None])[0].double().numpy()
+            pred.append(beta_hat[keep]), true.append(c.beta[lo:hi][keep])
+    spread = lambda x: float(np.einsum("ti,ij,tj->", x - x.mean(0), metric, x - x.mean(0)))  # noqa: E731
+    p, t = np.concatenate(pred), np.concatenate(true).astype(np.float64)
+    g = float(np.clip(np.sqrt(spread(t) / max(spread(p), 1e-12)), 1.0, max_gain))
+    w, b = model.weights()
+    x_mean = p.mean(0) - b.double().numpy()  # the mean of X w over these frames
+    model.set_weights(w * g, b + torch.as_tensor((1 - g) * x_mean, dtype=b.dtype))
+    return g
 
 
 def _on_mel(features: np.ndarray, transform: Callable[[np.ndarray], np.ndarray], n_mels: int) -> np.ndarray:
@@ -288,7 +336,7 @@ def mouth_metric(face) -> np.ndarray:
     return basis @ basis.T
 
 
-def _ridge(st: dict, lambdas: np.ndarray, priors: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+def ridge_fit(st: dict, lambdas: np.ndarray, priors: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
     """(W, b) minimising ||X W + b - Y||^2 + lambda ||W - prior||^2 from the sums in `st`, for each prior
     and each lambda (prior-major)."""
     mx, my = st["sx"] / st["n"], st["sy"] / st["n"]
@@ -326,6 +374,11 @@ class A2ETask(Task):
         # The data decides the input sizes; record them in the run config.
         mc = {**config["model"], "audio_dim": int(self.clips[0].features.shape[1]),
               "n_id": self.face.n_id, "n_exp": self.face.n_exp}
+        self.prior = self._load_prior() if self.tc.prior else None
+        if self.prior is not None:  # the prior's front end and layout, so its weights apply as they are
+            pc = self.prior.model.cfg
+            mc.update(kind="linear", utterance_norm=True, context=pc.context, project=pc.project, smooth=pc.smooth,
+                      n_frames=pc.n_frames)
         config["model"] = mc
         self.model_cfg = A2EConfig.from_dict(mc)
         T = self.model_cfg.n_frames
@@ -349,8 +402,23 @@ class A2ETask(Task):
 
         model = build_a2e(self.model_cfg)
         model.set_stats(*self._training_stats())
+        if self.prior is not None:
+            model.set_stats((self.prior.model.audio_stats[0], self.prior.model.audio_stats[1]))
+            model.set_projection(self.prior.model.projection)
+            model.set_weights(*person_prior(self.prior, self.clips, {c.name: c.landmarks3d() for c in self.ds.clips()}))
         self.models = {"a2e": model.to(device)}
         self.closed_form = self.model_cfg.kind == "linear"
+
+    def _load_prior(self):
+        from realtalk_cli.nets.lip_prior import LipPrior
+
+        prior = LipPrior.from_pretrained(self.tc.prior)
+        kind = self.ds.config.get("features", {}).get("kind")
+        if kind != prior.audio.get("kind"):
+            raise UsageError(f"the lip prior hears {prior.audio.get('kind')} features, this dataset has {kind} "
+                             f"(preprocess with --features {prior.audio.get('kind')}, or set task.prior to \"\")", self.ds.dir)
+        return prior
+
 
     def _augmented_features(self) -> list[list[np.ndarray]]:
         """Features of each altered copy of every clip's audio (none without augmentation)."""
@@ -410,7 +478,9 @@ class A2ETask(Task):
             model = unwrap(self.models["a2e"])  # zero weights, or a generic model's (--init): the fit's prior
             fit = fit_linear(model, self.clips, self._voice_variants(), metric=mouth_metric(self.face),
                              prior=model.weights()[0].double().cpu().numpy())
-            return {"loss": fit["cv_mse"], "lambda": fit["lambda"], "cv_gain": fit["cv_gain"], "prior": fit["prior"]}  # on the CV blocks
+            gain = match_amplitude(model, self.clips, mouth_metric(self.face), self.tc.max_gain) if self.tc.match_amplitude else 1.0
+            return {"loss": fit["cv_mse"], "lambda": fit["lambda"], "cv_gain": fit["cv_gain"], "prior": fit["prior"],
+                    "gain": gain}  # on the CV blocks
         return super().train_step(batch, trainer)
 
     def sample_batch(self, rng: np.random.Generator) -> dict[str, torch.Tensor] | None:

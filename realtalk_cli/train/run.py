@@ -23,7 +23,8 @@ from realtalk_cli.fsutil import read_json
 from realtalk_cli.progress import console, set_quiet
 from realtalk_cli.train.trainer import Trainer, TrainerConfig, init_distributed
 
-STAGES = {"a2e": "realtalk_cli.train.a2e_task", "e2f": "realtalk_cli.train.e2f_task", "refine": "realtalk_cli.train.refine_task"}
+STAGES = {"a2e": "realtalk_cli.train.a2e_task", "e2f": "realtalk_cli.train.e2f_task", "refine": "realtalk_cli.train.refine_task",
+          "lip_prior": "realtalk_cli.train.lip_prior"}  # lip_prior: closed form over many people, no trainer
 
 
 def merge(base: dict, override: dict) -> dict:
@@ -135,6 +136,8 @@ def train(
         cfg["stage"] = stage
     cfg = merge(cfg, {k: {kk: vv for kk, vv in v.items() if vv is not None} for k, v in (overrides or {}).items()})
     cfg["data"] = str(data)
+    if hasattr(module, "fit_run"):  # solved in one step: no trainer, no devices
+        return module.fit_run(data, out, cfg)
 
     dist = init_distributed()
     if not dist.main:
