@@ -123,13 +123,18 @@ class Person:
         return self.opening(beta)
 
 
-def silence_motion(dubbed: list[np.ndarray], audios: list[np.ndarray]) -> float:
-    """Mean |change of opening| per frame in silent frames over the same in speech frames (pooled)."""
+def silence_motion(dubbed: list[np.ndarray], audios: list[np.ndarray], margin: int = 5) -> float:
+    """Mean |change of opening| per frame in pauses over the same in speech frames (pooled); a pause is
+    a frame more than `margin` frames (0.2 s) from any speech frame (Silero), so the lips' way into
+    and out of rest, which the gate ramps over 0.12 s, counts as neither."""
+    from scipy.ndimage import distance_transform_edt
+
     silent, spoken = [], []
     for o, wav in zip(dubbed, audios):
         mask = speech_mask(speech_probability(wav, len(o)))
+        far = distance_transform_edt(~mask) > margin if mask.any() else np.ones(len(o), bool)
         d = np.abs(np.diff(o))
-        silent.append(d[~mask[1:]]), spoken.append(d[mask[1:]])
+        silent.append(d[far[1:] & far[:-1]]), spoken.append(d[mask[1:]])
     s, v = np.concatenate(silent), np.concatenate(spoken)
     return float(s.mean() / max(v.mean(), 1e-12)) if len(s) >= 5 else float("nan")
 
@@ -210,6 +215,7 @@ def main():
                 dubbed.append(o)
                 pairs.append((o[c.valid], truth[c.name][c.valid]))
             res.setdefault("cross", {})[row] = {**scores(pairs), "silence_motion": silence_motion(dubbed, [audios[c.name] for c in drivers])}
+            np.savez(args.out / f"{person.name}_{row}.npz", **{c.name: o for c, o in zip(drivers, dubbed)})
             r = res["cross"][row]
             print(person.name, "cross", row, {k: r[k] for k in ("pooled_r", "median_r", "pooled_r_best_lag", "amplitude_ratio", "silence_motion")}, flush=True)
         (args.out / "results.json").write_text(json.dumps(results, indent=1, default=float))

@@ -118,6 +118,7 @@ def cache_key(video: Path, options: AdaptOptions, device: torch.device) -> str:
         "configs": {stage: f and f.read_text() for stage, f in stage_configs(options, device).items()},
         "fallbacks": {stage: config_path(name).read_text() for stage, name in FALLBACK.items()},
         "init": _init_fingerprint(Path(options.init)) if options.init is not None else None,
+        "prior": _prior_fingerprint(stage_configs(options, device).get("a2e")),
         "features": asdict(audio_features(options, device)),
         "dataset_version": VERSION,
     }
@@ -146,6 +147,17 @@ def _init_fingerprint(init: Path) -> list:
 
     files = sorted(f for stage in ("a2e", "e2f") for f in resolve_run(init / stage).glob("*") if f.is_file())
     return [(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+
+
+def _prior_fingerprint(config: Path | None) -> list | None:
+    """The bytes of the lip prior the a2e config starts from: a refitted prior learns anew."""
+    if config is None or not _uses_prior(config):
+        return None
+    from realtalk_cli.nets.lip_prior import SHIPPED
+
+    prior = read_json(config, "config file", UsageError)["task"]["prior"]
+    directory = SHIPPED if prior == "builtin" else Path(prior)
+    return [(f.name, content_key(f)) for f in sorted(directory.glob("*.safetensors"))]
 
 
 def _trained(run: Path, minutes: float) -> bool:
