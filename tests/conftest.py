@@ -37,6 +37,16 @@ def private_cache(tmp_path_factory):
     os.environ["REALTALK_CACHE"] = str(tmp_path_factory.mktemp("realtalk_cache"))
 
 
+@pytest.fixture(autouse=True)
+def loud_console():
+    """A CLI call with --quiet silences the shared console for the whole process; each test starts loud."""
+    from realtalk_cli.progress import set_quiet
+
+    set_quiet(False)
+    yield
+    set_quiet(False)
+
+
 def _ring(n: int, cx: float, cy: float, ax: float, ay: float, start: float = np.pi, turn: float = 1.0) -> np.ndarray:
     a = start + turn * np.linspace(0, 2 * np.pi, n, endpoint=False)
     return np.stack([cx + ax * np.cos(a), cy - ay * np.sin(a)], 1)

@@ -18,6 +18,7 @@ import torch
 
 from conftest import make_tiny_dataset
 from mediagen import make_face_video
+from speechlike import speech as voice_like
 from realtalk_cli.data.dataset import Dataset
 from realtalk_cli.media import VideoReader, probe
 from realtalk_cli.inference.a2e import SilenceGate, frame_db, resample_frames, voice_activity
@@ -156,7 +157,7 @@ def test_voice_activity_follows_the_recordings_own_level():
 
 
 def test_lips_rest_in_silence_and_on_breath_noise(dubber, trained):
-    """Speech (tone), breaths (noise 30 dB below it) and near-silence: with the gate (dub
+    """Speech (a synthetic voice), breaths (noise 30 dB below it) and near-silence: with the gate (dub
     --rest-in-silence) the mouth stays at the source's silent opening except on speech."""
     clip = trained[1].clips()[0]
     track = source_track(trained[1], 25)
@@ -164,7 +165,8 @@ def test_lips_rest_in_silence_and_on_breath_noise(dubber, trained):
     rng = np.random.default_rng(3)
     speech = ((t > 0.4) & (t < 0.9)) | ((t > 2.2) & (t < 2.7))
     breath = ((t > 1.3) & (t < 1.8)) | ((t > 3.1) & (t < 3.6))
-    x = (0.8 * speech * np.sin(2 * np.pi * 220 * t) + 0.025 * breath * rng.standard_normal(len(t))
+    voice = 2.5 * voice_like(4.0)  # Silero's VAD must take it for speech
+    x = (speech * voice + 0.025 * breath * rng.standard_normal(len(t))
          + 0.002 * rng.standard_normal(len(t))).astype(np.float32)
     ungated = mouth_opening(dubber, track, dubber.expressions(x, 100, track, gate=None))
     gated = mouth_opening(dubber, track, dubber.expressions(x, 100, track, source_audio=clip.audio(), gate=SilenceGate()))
