@@ -18,7 +18,8 @@ Opening: the signed inner-lip gap clipped at 0 (face/mouth.py: lip_gap), in temp
    each other speaker's audio, the person's expressions; the person's mouth opening (face model,
    unposed) against that speaker's own tracked opening. The prior of each row leaves out both the
    person and the driving speaker. Amplitude ratio: the std of the person's predicted opening over
-   the std of the driver's tracked opening (both in template units, face size 1).
+   the std of the driver's tracked opening (both in template units, face size 1); amplitude_vs_own: the
+   same std over the std of the person's own tracked opening in their video.
 3. own voice, 70/30: trained on the first 70% of the person's video, driven by the last 30% of its audio.
 4. silence: mean |change of opening| per frame in the driver's silent frames (Silero), over the same
    in speech frames, with the dub's silence gate.
@@ -214,10 +215,12 @@ def main():
                 o = person.dub(task, mel_feats[c.name] if row == "mel+phones" else c.features, audios[c.name], len(c.valid))
                 dubbed.append(o)
                 pairs.append((o[c.valid], truth[c.name][c.valid]))
-            res.setdefault("cross", {})[row] = {**scores(pairs), "silence_motion": silence_motion(dubbed, [audios[c.name] for c in drivers])}
+            own = float(person.opening(person.beta)[person.valid].std())  # how wide this person's mouth moves
+            res.setdefault("cross", {})[row] = {**scores(pairs), "silence_motion": silence_motion(dubbed, [audios[c.name] for c in drivers]),
+                                                "amplitude_vs_own": float(np.median([p.std() for p, _ in pairs]) / own)}
             np.savez(args.out / f"{person.name}_{row}.npz", **{c.name: o for c, o in zip(drivers, dubbed)})
             r = res["cross"][row]
-            print(person.name, "cross", row, {k: r[k] for k in ("pooled_r", "median_r", "pooled_r_best_lag", "amplitude_ratio", "silence_motion")}, flush=True)
+            print(person.name, "cross", row, {k: r[k] for k in ("pooled_r", "median_r", "pooled_r_best_lag", "amplitude_ratio", "amplitude_vs_own", "silence_motion")}, flush=True)
         (args.out / "results.json").write_text(json.dumps(results, indent=1, default=float))
     (args.out / "results.json").write_text(json.dumps(results, indent=1, default=float))
 

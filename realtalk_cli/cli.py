@@ -300,12 +300,13 @@ def bench(
 def stream(
     avatar: Path = typer.Option(..., "--avatar", help="A model directory (from `dub` adapting a video, or --checkpoint style) to drive live."),
     video: Optional[Path] = typer.Option(None, "--video", help="The avatar's source video (default: the one the avatar was adapted on)."),
-    speech_input: str = typer.Option("-", "--input", "-i", help="Speech as it is spoken: '-' (stdin) or a named pipe with raw s16le PCM, or an audio file (wav, flac)."),
-    out: str = typer.Option(..., "--out", "-o", help="A file (.mp4, .mkv, .ts), '-' for MPEG-TS on stdout, or a URL ffmpeg accepts (udp://, rtmp://)."),
+    speech_input: str = typer.Option("-", "--input", "-i", help="Speech as it is spoken: '-' (stdin), a named pipe or a .pcm file with raw s16le PCM (--rate, --channels), or any audio file (wav, mp3, m4a, flac, opus, ...), decoded at its own rate."),
+    out: str = typer.Option(..., "--out", "-o", help="A file (.mp4, .mkv, .mov, .ts; written beside and renamed at the end, never over an input), '-' for MPEG-TS on stdout, or a URL ffmpeg accepts (udp://, rtmp://)."),
     rate: int = typer.Option(16000, "--rate", min=8000, help="Raw PCM input: sample rate."),
     channels: int = typer.Option(1, "--channels", min=1, max=8, help="Raw PCM input: channels."),
     realtime: bool = typer.Option(False, "--realtime", help="Read a file input at its own pace, as if spoken (for testing)."),
-    idle_after: float = typer.Option(0.5, "--idle-after", min=0.0, help="Seconds without input after which the avatar idles on silence (0: wait)."),
+    idle_after: float = typer.Option(0.5, "--idle-after", min=0.0, help="Seconds without input after which the avatar idles on silence (0: wait, saying so)."),
+    stall_after: float = typer.Option(30.0, "--stall-after", min=0.5, help="An output that takes no frame for this many seconds ends the stream with an error; with --idle-after 0, waiting this long for speech is reported."),
     raw: bool = typer.Option(False, "--raw", help="Write raw RGB24 frames (no audio) instead of an encoded stream."),
     preset: str = typer.Option("veryfast", "--preset", help="x264 speed preset for the encoded stream."),
     stats: Optional[Path] = typer.Option(None, "--stats", help="Also write frame count and speech-to-frame latency as JSON."),
@@ -326,7 +327,7 @@ def stream(
     if not video.is_file():
         raise UsageError("avatar source video not found", video)
     dubber = Dubber.from_pretrained(avatar, resolve_device(OPTIONS.device))
-    options = StreamOptions(rate=rate, channels=channels, realtime=realtime, idle_after=idle_after, raw=raw, preset=preset)
+    options = StreamOptions(rate=rate, channels=channels, realtime=realtime, idle_after=idle_after, stall_after=stall_after, raw=raw, preset=preset)
     result = run_stream(dubber, video, speech_input, out, options)
     if stats is not None:
         from realtalk_cli.fsutil import atomic_file, check_output_path

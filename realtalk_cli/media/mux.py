@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from realtalk_cli.errors import RealtalkError
+from realtalk_cli.errors import RealtalkError, UsageError
 from realtalk_cli.fsutil import atomic_file, check_output_path
 from realtalk_cli.media.audio import SAMPLE_RATE, check_wav_complete, save_wav, video_offset
 from realtalk_cli.media.ffmpeg import run_ffmpeg
@@ -17,6 +17,16 @@ from realtalk_cli.media.probe import probe
 AAC_MAX_RATE = 96000      # the highest rate AAC (and ffmpeg's encoder) takes; above it we resample to 48 kHz
 AAC_MAX_CHANNELS = 8
 AAC_KBPS_PER_CHANNEL = 64  # 128k for stereo; no less than 96k for mono
+
+
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv")  # containers that take H.264 video with AAC audio
+
+
+def check_video_name(path: str | os.PathLike, suffixes: tuple[str, ...] = VIDEO_SUFFIXES) -> None:
+    """An output name a video can be written to: one of these extensions (never .wav, never none)."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in suffixes:
+        raise UsageError(f"a video output needs a name ending in {', '.join(suffixes)} (got {suffix or 'no extension'})", path)
 
 
 def mux(video: str | os.PathLike, audio: str | os.PathLike | np.ndarray, out: str | os.PathLike,

@@ -31,7 +31,7 @@ from realtalk_cli.inference.a2e_stream import expressions_25hz
 from realtalk_cli.inference.models import load_models
 from realtalk_cli.inference.threads import Worker, prefetch
 from realtalk_cli.inference.track import SourceTrack, SourceTracker
-from realtalk_cli.media import VideoReader, VideoWriter, load_audio, mux, probe
+from realtalk_cli.media import VideoReader, VideoWriter, check_video_name, load_audio, mux, probe
 from realtalk_cli.inference.a2e import SilenceGate, rest_and_resample, rest_expression, sample_history
 from realtalk_cli.pipelines.timeline import extend_indices, frames_in_order
 from realtalk_cli.progress import Clock, progress
@@ -253,15 +253,6 @@ def _preview_frame(source, dubbed, paste, pw, ph) -> np.ndarray:
         overlay = (overlay * (1 - 0.5 * m) + np.array([255, 0, 0]) * 0.5 * m).astype(np.uint8)
     panels = [cv2.resize(x, (pw, ph), interpolation=cv2.INTER_AREA) for x in (source, dubbed, overlay)]
     return np.concatenate(panels, axis=1)
-
-
-VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv")  # containers that take H.264 video with AAC audio
-
-
-def check_video_name(path: str | os.PathLike) -> None:
-    suffix = Path(path).suffix.lower()
-    if suffix not in VIDEO_SUFFIXES:
-        raise UsageError(f"a video output needs a name ending in {', '.join(VIDEO_SUFFIXES)} (got {suffix or 'no extension'})", path)
 
 
 def check_job(video: str | os.PathLike, speech: str | os.PathLike, out: str | os.PathLike, overwrite: bool = False) -> None:
