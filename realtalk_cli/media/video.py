@@ -23,6 +23,38 @@ from realtalk_cli.media.ffmpeg import ffmpeg_exe, last_line
 from realtalk_cli.media.probe import MediaInfo, probe, video_stream
 
 
+def _display_matrix(frame) -> np.ndarray | None:
+    """The frame's 3x3 display matrix (9 int32, 16.16 fixed point and 2.30 for the last column), or None."""
+    for sd in getattr(frame, "side_data", ()):
+        if getattr(sd.type, "name", "") == "DISPLAYMATRIX":
+            m = np.frombuffer(bytes(sd), np.int32)
+            return m if len(m) == 9 else None
+    return None
+
+
+def orientation(m: np.ndarray | None):
+    """The picture a player shows, as ffmpeg's autorotate makes it: a function of the stored [H, W, C]
+    image, or None for upright. Four rotations, each mirrored or not (a front camera's video is only
+    mirrored: its matrix reads as 180 degrees with a flip, which is a horizontal flip, not upside down)."""
+    if m is None:
+        return None
+    a, b, c, d = (float(x) / 65536 for x in (m[0], m[1], m[3], m[4]))
+    scale = np.hypot(a, c), np.hypot(b, d)
+    if min(scale) == 0:
+        return None
+    theta = round(np.degrees(np.arctan2(b / scale[1], a / scale[0])))  # as fftools' get_rotation
+    theta -= 360 * np.floor(theta / 360 + 0.9 / 360)
+    if abs(theta - 90) < 1:
+        return (lambda x: x.transpose(1, 0, 2)) if c > 0 else (lambda x: np.rot90(x, -1))  # cclock_flip / clock
+    if abs(theta - 180) < 1:
+        return lambda x: x[:: -1 if d < 0 else 1, :: -1 if a < 0 else 1]  # hflip and/or vflip
+    if abs(theta - 270) < 1:
+        return (lambda x: np.rot90(x, -1)[::-1]) if c < 0 else (lambda x: np.rot90(x, 1))  # clock_flip / cclock
+    if abs(theta) < 1 and d < 0:
+        return lambda x: x[::-1]  # vflip
+    return None
+
+
 class VideoReader:
     """Iterate RGB uint8 frames [H, W, 3] (read-only) at `fps` (None: the average source rate), rotation applied."""
 
@@ -114,8 +146,10 @@ class VideoReader:
 
     def _rgb(self, frame) -> np.ndarray:
         image = frame.to_ndarray(format="rgb24")
-        if self.info.rotation:  # the player turns the picture clockwise by `rotation`; np.rot90 turns counter-clockwise
-            image = np.ascontiguousarray(np.rot90(image, -self.info.rotation // 90))
+        if not hasattr(self, "_orient"):  # the stream's display matrix rides on every frame; read it once
+            self._orient = orientation(_display_matrix(frame))
+        if self._orient is not None:
+            image = np.ascontiguousarray(self._orient(image))
         image.flags.writeable = False
         return image
 
