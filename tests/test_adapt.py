@@ -21,7 +21,7 @@ def test_dub_without_checkpoint_adapts_then_reuses_cache(tmp_path, renderer):
     r = subprocess.run([sys.executable, "-m", "realtalk_cli", *map(str, args), "-o", str(tmp_path / "a.mp4")],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    options = AdaptOptions(minutes=0.1, cache=cache, renderer=renderer)
+    options = AdaptOptions(minutes=60, steps=3, cache=cache, renderer=renderer)
     model = cache / "adapt" / cache_key(video, options, torch.device("cpu")) / "model"
     # first, one line: what it does, how long, where it caches, how to skip it next time
     line = r.stderr.splitlines()[0]
@@ -82,7 +82,7 @@ def test_failed_preprocessing_is_retried_not_reused(tmp_path):
     from realtalk_cli.pipelines.adapt import adapt
 
     video = make_video(tmp_path / "noface.mp4", seconds=0.6)  # a test pattern: no face to learn
-    options = AdaptOptions(minutes=0.01, cache=tmp_path / "cache")
+    options = AdaptOptions(minutes=60, steps=3, cache=tmp_path / "cache")
     stamps = []
     for _ in range(2):
         with pytest.raises(RealtalkError, match="cannot learn this person"):
@@ -99,7 +99,7 @@ def test_linear_a2e_that_learns_nothing_falls_back_to_a_transformer(tmp_path, ca
     from realtalk_cli.pipelines.adapt import adapt
 
     video = make_face_video(tmp_path / "me.mp4", seconds=3.0)  # a steady tone over a talking face
-    model = adapt(video, AdaptOptions(minutes=0.05, cache=tmp_path / "cache", a2e_config="adapt_cpu_linear"))
+    model = adapt(video, AdaptOptions(minutes=60, steps=3, cache=tmp_path / "cache", a2e_config="adapt_cpu_linear"))
     said = capfd.readouterr().err
     assert said.index("fitting a2e (linear") < said.index("no better than a still one") < said.index("training a transformer")
     config = json.loads((model / "a2e" / "config.json").read_text())
@@ -121,7 +121,7 @@ def test_adapt_from_a_linear_generic_model(tmp_path, capfd):
     data = make_tiny_dataset(tmp_path / "many", n_clips=3, n_frames=80)  # 64 px crops
     train("a2e", data.dir, generic / "a2e", config="adapt_cpu_linear", device="cpu")
     video = make_face_video(tmp_path / "me.mp4", seconds=3.0)
-    model = adapt(video, AdaptOptions(minutes=0.05, cache=tmp_path / "cache", init=generic))
+    model = adapt(video, AdaptOptions(minutes=60, steps=3, cache=tmp_path / "cache", init=generic))
     said = capfd.readouterr().err
     assert said.index("fitting a2e (linear, closed form, toward --init)") < said.index("training a transformer"), said
     (clip,) = Dataset.open(model.parent / "data").clips()
@@ -141,7 +141,7 @@ def test_adapt_from_a_transformer_generic_model_fine_tunes_it(tmp_path, capfd):
     data = make_tiny_dataset(tmp_path / "many", n_clips=2, n_frames=60)
     train("a2e", data.dir, generic / "a2e", config="adapt_cpu_a2e", overrides={"trainer": {"steps": 2}, "model": {"d_model": 32}},
           device="cpu")
-    model = adapt(make_face_video(tmp_path / "me.mp4", seconds=2.0), AdaptOptions(minutes=0.02, cache=tmp_path / "cache", init=generic))
+    model = adapt(make_face_video(tmp_path / "me.mp4", seconds=2.0), AdaptOptions(minutes=60, steps=3, cache=tmp_path / "cache", init=generic))
     said = capfd.readouterr().err
     assert "linear" not in said and "training a2e for up to" in said, said
     config = json.loads((model / "a2e" / "config.json").read_text())

@@ -89,6 +89,7 @@ _SAID: set[str] = set()
 @dataclass
 class AdaptOptions:
     minutes: float | None = None          # total training budget; default by device (DEFAULTS)
+    steps: int | None = None              # also stop each trained stage after this many steps (tests, reproducible runs)
     init: Path | None = None              # generic model directory to fine-tune
     cache: Path | None = None             # cache root; default $REALTALK_CACHE or ~/.cache/realtalk
     a2e_config: Path | None = None        # override the stage configs (JSON, as for `realtalk train`)
@@ -221,7 +222,7 @@ def adapt(video: str | os.PathLike, options: AdaptOptions | None = None, device:
             continue
         task = ({"bank": str(model / "bank"), "video": str(video.resolve())} if stage == "refine"  # refine: bank/refine.py
                 else {"split_frames": 0.0})
-        overrides = {"trainer": {"steps": 10**9, "max_minutes": minutes * share, "val_every": 0}, "task": task}
+        overrides = {"trainer": {"steps": options.steps or 10**9, "max_minutes": minutes * share, "val_every": 0}, "task": task}
         init = Path(options.init) / stage if options.init is not None else None
         config, announced, init_model = configs[stage], False, {}
         if init is not None and stage == "a2e":  # fine-tuning keeps the generic model's architecture
